@@ -1,0 +1,3 @@
+from clublist.cli import main
+
+main()

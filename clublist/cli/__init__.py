@@ -1,0 +1,79 @@
+"""The ``clublist`` command: a thin click layer over :mod:`clublist.actions`.
+
+Each command group lives in its own module and is imported only when it is
+used, so ``clublist --help`` and the store commands never pay for the
+daemon's libraries (aiosmtpd, aiosmtplib, dnspython, rich).
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import click
+
+from clublist.cli.app import App, default_state_path
+from clublist.errors import ClublistError
+
+# Command name -> "module:attribute", in the order --help shows them.
+COMMANDS = {
+    "init": "clublist.cli.config:init",
+    "config": "clublist.cli.config:config",
+    "list": "clublist.cli.lists:list_group",
+    "member": "clublist.cli.member:member",
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported on first use."""
+
+    def __init__(self, *args: object, lazy: dict[str, str], **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.lazy = lazy
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [*self.lazy, *sorted(self.commands)]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy:
+            module_name, _, attribute = self.lazy[cmd_name].partition(":")
+            return getattr(importlib.import_module(module_name), attribute)
+        return super().get_command(ctx, cmd_name)
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except ClublistError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--dir",
+    "directory",
+    envvar="CLUBLIST_DIR",
+    default="lists.d",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The club's lists.d directory (env CLUBLIST_DIR).",
+)
+@click.option(
+    "--state",
+    "state",
+    envvar="CLUBLIST_STATE",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The state database (env CLUBLIST_STATE) [default: var/clublist.sqlite3 beside lists.d].",
+)
+@click.version_option(package_name="clublist")
+@click.pass_context
+def main(ctx: click.Context, directory: Path, state: Path | None) -> None:
+    """Run a club's mailing lists from the command line.
+
+    Members and lists live as TOML files in lists.d; `clublist run` takes
+    mail in and delivers it.
+
+    Example: clublist member add anna@example.org --name Anna --list youth
+    """
+    if ctx.obj is None:
+        ctx.obj = App(directory=directory, state_path=state or default_state_path(directory))

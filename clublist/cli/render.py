@@ -1,0 +1,86 @@
+"""The only printer: rich tables on a terminal, plain aligned text in a pipe, JSON on request.
+
+rich is imported only when a table goes to a terminal, so scripts and the
+bot never pay for it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from clublist.actions import Done
+from clublist.cli.app import App
+
+
+def to_plain(value: Any) -> Any:
+    """Records to JSON-ready values: dataclasses to dicts, tuples to lists, times to ISO text."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): to_plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [to_plain(v) for v in value]
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return value
+
+
+def json_out(app: App, value: Any) -> None:
+    app.stream.write(json.dumps(to_plain(value), indent=2, ensure_ascii=False) + "\n")
+
+
+def table(
+    app: App,
+    rows: Sequence[dict[str, Any]],
+    columns: Sequence[str],
+    *,
+    title: str = "",
+    empty: str = "nothing to show",
+) -> None:
+    """Print *rows* (dicts of plain values) under *columns*."""
+    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
+    if not rows:
+        app.stream.write(f"{empty}\n")
+        return
+    if app.is_terminal:
+        from rich.console import Console
+        from rich.table import Table
+
+        rich_table = Table(title=title or None, header_style="bold")
+        for column in columns:
+            rich_table.add_column(column)
+        for row in cells:
+            rich_table.add_row(*row, style=None)
+        Console(file=app.stream, highlight=False).print(rich_table)
+        return
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    lines = [columns, *cells]
+    for line in lines:
+        app.stream.write("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip() + "\n")
+
+
+def fields(app: App, record: dict[str, Any]) -> None:
+    """One record as ``key: value`` lines."""
+    width = max((len(k) for k in record), default=0)
+    for key, value in record.items():
+        app.stream.write(f"{key.ljust(width)}  {_cell(value)}\n")
+
+
+def done(app: App, result: Done, as_json: bool = False) -> None:
+    if as_json:
+        json_out(app, {"ok": True, "message": result.message, "record": result.record})
+    else:
+        app.stream.write(result.message + "\n")
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list | tuple):
+        return ", ".join(_cell(v) for v in value)
+    return " ".join(str(value).split()) if isinstance(value, str) else str(value)

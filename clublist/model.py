@@ -1,0 +1,475 @@
+"""What the club decided, as typed records: the site, its lists, its members.
+
+The store turns ``lists.d/`` into these records and back; everything else
+reads them.  Validation lives here so the CLI, the bot and a hand-edited file
+all meet the same rules.  Addresses keep what the person typed and compare
+case-insensitively through :func:`address_key`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from clublist.errors import ClublistError
+
+# RFC 5322 dot-atom local part.  Quoted local parts, comments and source
+# routes are refused on purpose: they are the raw material of relay tricks
+# and no club member needs them.
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_LOCAL = rf"{_ATEXT}(?:\.{_ATEXT})*"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_DOMAIN = rf"{_LABEL}(?:\.{_LABEL})+"
+_ADDRESS_RE = re.compile(rf"({_LOCAL})@({_DOMAIN})")
+_DOMAIN_RE = re.compile(_DOMAIN)
+LIST_NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]*")
+
+# Local parts the site answers itself (DESIGN.md, "Addresses the daemon answers"),
+# and the names of lists.d's own files.
+RESERVED_NAMES = frozenset(
+    {
+        "club",
+        "members",
+        "reminders",
+        "bot",
+        "postmaster",
+        "abuse",
+        "mailer-daemon",
+        "bounces",
+        "root",
+        "hostmaster",
+        "webmaster",
+        "noreply",
+        "no-reply",
+    }
+)
+RESERVED_SUFFIXES = ("-owner", "-request", "-bounces")
+
+PostingPolicy = Literal["members", "club", "owners", "moderated"]
+POSTING_POLICIES: tuple[str, ...] = ("members", "club", "owners", "moderated")
+FromRewrite = Literal["always", "dmarc", "never"]
+FROM_REWRITES: tuple[str, ...] = ("always", "dmarc", "never")
+ROLES: tuple[str, ...] = ("member", "admin")
+
+
+def parse_address(text: str, what: str = "address") -> str:
+    """Return *text* stripped if it is a plain ``local@domain`` address, else raise.
+
+    The address is kept as typed (a person's capitalisation survives); use
+    :func:`address_key` to compare.
+    """
+    if not isinstance(text, str):
+        raise ClublistError(f"{what} must be text, not {type(text).__name__}")
+    candidate = text.strip()
+    if any(c in candidate for c in "\r\n\t\0"):
+        raise ClublistError(f"{what} {candidate!r} contains a control character")
+    if len(candidate) > 254 or not _ADDRESS_RE.fullmatch(candidate):
+        raise ClublistError(
+            f"{what} {candidate!r} is not a plain e-mail address; "
+            "write it as name@example.org (no quotes, no display name)"
+        )
+    if len(candidate.partition("@")[0]) > 64:
+        raise ClublistError(f"{what} {candidate!r} has a local part longer than 64 characters")
+    return candidate
+
+
+def address_key(address: str) -> str:
+    """The form addresses are compared in: case-insensitive, as every real provider treats them."""
+    return address.strip().lower()
+
+
+def parse_domain(text: str) -> str:
+    """Return a lower-cased host name such as ``myclub.org``, or raise."""
+    candidate = text.strip().rstrip(".").lower() if isinstance(text, str) else ""
+    if not _DOMAIN_RE.fullmatch(candidate):
+        raise ClublistError(f"domain {text!r} is not a host name such as myclub.org")
+    return candidate
+
+
+def check_list_name(name: str) -> str:
+    """Return *name* if it may name a list (it becomes a local part and a file name), else raise."""
+    if not isinstance(name, str) or not LIST_NAME_RE.fullmatch(name) or len(name) > 64:
+        raise ClublistError(
+            f"list name {name!r} is not allowed: use lower-case letters, digits, '.', '_' "
+            "and '-', starting with a letter or digit (for example: youth)"
+        )
+    if name in RESERVED_NAMES or name.endswith(RESERVED_SUFFIXES):
+        raise ClublistError(f"list name {name!r} is reserved for the site's own addresses")
+    return name
+
+
+# --- the site (club.toml) -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SiteSection:
+    """Who the club is."""
+
+    domain: str = "myclub.org"
+    name: str = "My Club"
+    admin: str = "admin@myclub.org"
+    timezone: str = "Europe/Berlin"
+    bounce_local_part: str = "bounces"
+
+
+@dataclass(frozen=True)
+class ListenSection:
+    """Where ``clublist run`` takes mail in."""
+
+    host: str = "127.0.0.1"
+    port: int = 8025
+    hostname: str = ""
+    max_message_size: int = 10 * 1024 * 1024
+    max_recipients: int = 100
+    max_connections: int = 100
+    timeout: int = 300
+
+
+@dataclass(frozen=True)
+class TLSSection:
+    """The listener's certificate (inbound STARTTLS)."""
+
+    cert: str = ""
+    key: str = ""
+    require: bool = False
+
+
+@dataclass(frozen=True)
+class DeliverySection:
+    """How mail leaves: straight to each domain's MX, or through a smarthost."""
+
+    mode: Literal["direct", "smarthost"] = "direct"
+    smarthost: str = ""
+    smarthost_tls: Literal["opportunistic", "starttls", "verify"] = "opportunistic"
+    smarthost_username: str = ""
+    smarthost_password_file: str = ""
+    tls: Literal["opportunistic", "verify"] = "opportunistic"
+    tls_verify_domains: list[str] = field(default_factory=list)
+    smtp_port: int = 25
+    dns_servers: list[str] = field(default_factory=list)
+    dns_port: int = 53
+    helo_name: str = ""
+    max_recipients_per_transaction: int = 100
+    concurrency: int = 50
+    per_destination_concurrency: int = 20
+    timeout: int = 60
+    verp: bool = False
+
+
+@dataclass(frozen=True)
+class RetrySection:
+    """When a deferred delivery is tried again, and when clublist gives up."""
+
+    schedule: list[int] = field(default_factory=lambda: [300, 600, 1200, 2400, 3600])
+    give_up_after: int = 5 * 24 * 3600
+    delay_notice_after: int = 0
+    notify_author: bool = False
+
+
+@dataclass(frozen=True)
+class PostingSection:
+    """Limits on posts, site-wide (a member may override ``daily_limit``)."""
+
+    daily_limit: int = 50
+    daily_limit_reply: Literal["temporary", "permanent"] = "temporary"
+
+
+@dataclass(frozen=True)
+class BouncesSection:
+    """Mailman's bounce score: disable delivery above the threshold."""
+
+    threshold: float = 5.0
+    stale_after_days: int = 7
+    hard_weight: float = 1.0
+    soft_weight: float = 0.5
+
+
+@dataclass(frozen=True)
+class Site:
+    """club.toml: every setting has a default, so a fresh club needs only a domain."""
+
+    site: SiteSection = field(default_factory=SiteSection)
+    listen: ListenSection = field(default_factory=ListenSection)
+    tls: TLSSection = field(default_factory=TLSSection)
+    delivery: DeliverySection = field(default_factory=DeliverySection)
+    retry: RetrySection = field(default_factory=RetrySection)
+    posting: PostingSection = field(default_factory=PostingSection)
+    bounces: BouncesSection = field(default_factory=BouncesSection)
+
+    @property
+    def domain(self) -> str:
+        return self.site.domain
+
+    @property
+    def bot_address(self) -> str:
+        return f"bot@{self.site.domain}"
+
+    @property
+    def bounce_address(self) -> str:
+        return f"{self.site.bounce_local_part}@{self.site.domain}"
+
+
+SITE_SECTIONS: dict[str, type] = {f.name: f.type for f in dataclasses.fields(Site)}  # type: ignore[misc]
+
+
+def _section_types(section: str) -> dict[str, Any]:
+    cls = typing.get_type_hints(Site)[section]
+    return typing.get_type_hints(cls)
+
+
+def setting_keys() -> list[str]:
+    """Every dotted key club.toml knows, for ``config`` and its completions."""
+    return [
+        f"{section}.{name}" for section in typing.get_type_hints(Site) for name in _section_types(section)
+    ]
+
+
+def setting_value(site: Site, key: str) -> Any:
+    section, _, name = key.partition(".")
+    return getattr(getattr(site, section), name)
+
+
+def coerce_setting(key: str, value: Any) -> Any:
+    """Check *value* against the type of setting *key*; strings from a command line are converted."""
+    section, _, name = key.partition(".")
+    types_ = _section_types(section) if section in SITE_SECTIONS else {}
+    if name not in types_:
+        raise ClublistError(f"unknown setting {key!r}; see 'clublist config show' for the keys")
+    return _coerce(key, types_[name], value)
+
+
+def _coerce(key: str, hint: Any, value: Any) -> Any:
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        allowed = typing.get_args(hint)
+        if value not in allowed:
+            raise ClublistError(f"{key} must be one of {', '.join(allowed)}, not {value!r}")
+        return value
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise ClublistError(f"{key} must be a list")
+        return [_coerce(key, item, v) for v in value]
+    if hint is bool:
+        if isinstance(value, str) and value.lower() in {
+            "true",
+            "yes",
+            "on",
+            "1",
+            "false",
+            "no",
+            "off",
+            "0",
+        }:
+            return value.lower() in {"true", "yes", "on", "1"}
+        if not isinstance(value, bool):
+            raise ClublistError(f"{key} must be true or false, not {value!r}")
+        return value
+    if hint in (int, float):
+        if isinstance(value, bool):
+            raise ClublistError(f"{key} must be a number, not {value!r}")
+        if isinstance(value, str):
+            try:
+                value = hint(value)
+            except ValueError:
+                raise ClublistError(f"{key} must be a number, not {value!r}") from None
+        if hint is float and isinstance(value, int):
+            value = float(value)
+        if not isinstance(value, hint) or value < 0:
+            raise ClublistError(f"{key} must be a number of at least 0, not {value!r}")
+        return value
+    if not isinstance(value, str):
+        raise ClublistError(f"{key} must be text, not {value!r}")
+    return value
+
+
+def site_from_toml(data: dict[str, Any]) -> Site:
+    """Build a :class:`Site` from club.toml's parsed tables, refusing unknown keys and wrong types."""
+    sections: dict[str, Any] = {}
+    for section, values in data.items():
+        if section not in SITE_SECTIONS:
+            raise ClublistError(f"unknown section [{section}]; known sections: {', '.join(SITE_SECTIONS)}")
+        if not isinstance(values, dict):
+            raise ClublistError(f"[{section}] must be a table")
+        checked = {name: coerce_setting(f"{section}.{name}", v) for name, v in values.items()}
+        sections[section] = typing.get_type_hints(Site)[section](**checked)
+    site = Site(**sections)
+    parse_domain(site.site.domain)
+    parse_address(site.site.admin, "site.admin")
+    _check_timezone(site.site.timezone)
+    return site
+
+
+def _check_timezone(name: str) -> None:
+    import zoneinfo
+
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ClublistError(
+            f"site.timezone {name!r} is not a known time zone (for example Europe/Berlin)"
+        ) from None
+
+
+# --- lists (one TOML file each) --------------------------------------------
+
+
+@dataclass(frozen=True)
+class MailingList:
+    """One list: a group of the club.  Its members are recorded in members.toml."""
+
+    name: str
+    title: str = ""
+    description: str = ""
+    posting: PostingPolicy = "members"
+    prefix: str = ""
+    footer: str = ""
+    owners: tuple[str, ...] = ()
+    reply_to: str = "author"  # "author", "list", or an address
+    from_rewrite: FromRewrite = "always"
+    send_to_author: bool = True
+    self_subscribe: bool = True
+    archive_url: str = ""
+
+    @property
+    def display_name(self) -> str:
+        return self.title or self.name.capitalize()
+
+    def address(self, domain: str) -> str:
+        return f"{self.name}@{domain}"
+
+    def is_owner(self, address: str) -> bool:
+        return address_key(address) in {address_key(o) for o in self.owners}
+
+
+LIST_KEYS = tuple(f.name for f in dataclasses.fields(MailingList) if f.name != "name")
+
+
+def list_from_toml(name: str, data: dict[str, Any]) -> MailingList:
+    """Build a :class:`MailingList` named after its file from that file's parsed content."""
+    check_list_name(name)
+    values = {key: coerce_list_setting(key, value) for key, value in data.items()}
+    return MailingList(name=name, **values)
+
+
+def coerce_list_setting(key: str, value: Any) -> Any:
+    """Check one list setting (from a file or ``list set``); strings are converted."""
+    if key not in LIST_KEYS:
+        raise ClublistError(f"unknown list setting {key!r}; known: {', '.join(LIST_KEYS)}")
+    if key == "owners":
+        if isinstance(value, str):
+            value = [v for v in value.replace(",", " ").split() if v]
+        if not isinstance(value, list | tuple):
+            raise ClublistError("owners must be a list of addresses")
+        return tuple(parse_address(v, "owner") for v in value)
+    if key == "reply_to" and value not in ("author", "list"):
+        return parse_address(value, "reply_to")
+    hint = typing.get_type_hints(MailingList)[key]
+    return _coerce(key, hint, value)
+
+
+# --- members (members.toml) -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Member:
+    """A person of the club: one address, optional aliases they also post from, their lists."""
+
+    email: str
+    name: str = ""
+    lists: tuple[str, ...] = ()
+    aliases: tuple[str, ...] = ()
+    role: Literal["member", "admin"] = "member"
+    delivery: Literal["enabled", "disabled"] = "enabled"
+    disabled_reason: str = ""
+    daily_limit: int | None = None
+
+    @property
+    def key(self) -> str:
+        return address_key(self.email)
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+    @property
+    def receives(self) -> bool:
+        return self.delivery == "enabled"
+
+    def to_toml(self) -> dict[str, Any]:
+        """The fields worth writing: defaults are left out so files stay short."""
+        out: dict[str, Any] = {"email": self.email}
+        if self.name:
+            out["name"] = self.name
+        out["lists"] = list(self.lists)
+        if self.aliases:
+            out["aliases"] = list(self.aliases)
+        if self.role != "member":
+            out["role"] = self.role
+        if self.delivery != "enabled":
+            out["delivery"] = self.delivery
+        if self.disabled_reason:
+            out["disabled_reason"] = self.disabled_reason
+        if self.daily_limit is not None:
+            out["daily_limit"] = self.daily_limit
+        return out
+
+
+MEMBER_KEYS = tuple(f.name for f in dataclasses.fields(Member))
+
+
+def check_name(name: Any) -> str:
+    """A person's display name: one line of text, no control characters."""
+    if not isinstance(name, str):
+        raise ClublistError(f"name must be text, not {name!r}")
+    if any(ord(c) < 32 or c == "\x7f" for c in name):
+        raise ClublistError(f"name {name!r} contains a control character")
+    if len(name) > 200:
+        raise ClublistError("name is longer than 200 characters")
+    return name.strip()
+
+
+def member_from_toml(data: dict[str, Any]) -> Member:
+    """Build a :class:`Member` from one ``[[member]]`` table, refusing unknown keys and wrong types."""
+    unknown = set(data) - set(MEMBER_KEYS)
+    if unknown:
+        raise ClublistError(f"unknown key {sorted(unknown)[0]!r}; known keys: {', '.join(MEMBER_KEYS)}")
+    if "email" not in data:
+        raise ClublistError("a member needs an email")
+    email = parse_address(data["email"], "email")
+    lists = data.get("lists", [])
+    aliases = data.get("aliases", [])
+    if not isinstance(lists, list) or not isinstance(aliases, list):
+        raise ClublistError(f'{email}: lists and aliases must be lists, e.g. lists = ["youth"]')
+    role = data.get("role", "member")
+    if role not in ROLES:
+        raise ClublistError(f"{email}: role must be one of {', '.join(ROLES)}, not {role!r}")
+    delivery = data.get("delivery", "enabled")
+    if delivery not in ("enabled", "disabled"):
+        raise ClublistError(f"{email}: delivery must be enabled or disabled, not {delivery!r}")
+    daily_limit = data.get("daily_limit")
+    if daily_limit is not None and (isinstance(daily_limit, bool) or not isinstance(daily_limit, int)):
+        raise ClublistError(f"{email}: daily_limit must be a whole number")
+    reason = data.get("disabled_reason", "")
+    if not isinstance(reason, str):
+        raise ClublistError(f"{email}: disabled_reason must be text")
+    return Member(
+        email=email,
+        name=check_name(data.get("name", "")),
+        lists=tuple(dict.fromkeys(check_list_name(n) for n in lists)),
+        aliases=tuple(parse_address(a, "alias") for a in aliases),
+        role=role,
+        delivery=delivery,
+        disabled_reason=reason,
+        daily_limit=daily_limit,
+    )
+
+
+def replace(record: Any, **changes: Any) -> Any:
+    """``dataclasses.replace`` under a shorter name, for frozen records."""
+    return dataclasses.replace(record, **changes)

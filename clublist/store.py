@@ -193,7 +193,7 @@ class Store:
             if not edit.added and not edit.replaced and not edit.removed:
                 return edit
             text = path.read_text("utf-8") if path.exists() else MEMBERS_HEADER
-            new_text = _apply_member_edit(text, edit)
+            new_text = _apply_member_edit(text, [m.key for m in club.members], edit)
             expected = _expected_members(club.members, edit)
             actual = parse_members(path, new_text)
             if [m.to_toml() for m in actual] != [m.to_toml() for m in expected]:
@@ -232,28 +232,33 @@ def parse_members(path: Path, text: str) -> list[Member]:
     tables = data.get("member", [])
     if not isinstance(tables, list):
         raise ClublistError(f"{path}: 'member' must be written as [[member]] tables")
-    lines = [text.count("\n", 0, m.start()) + 1 for m in _MEMBER_HEADER.finditer(text)]
     members: list[Member] = []
     seen: dict[str, int] = {}
     for index, table in enumerate(tables):
-        line = lines[index] if index < len(lines) and len(lines) == len(tables) else None
-        where = f"{path}:{line}" if line else f"{path} (member #{index + 1})"
         try:
             if not isinstance(table, dict):
                 raise ClublistError("each member must be a table")
             member = member_from_toml(table)
+            for address in (member.email, *member.aliases):
+                key = address_key(address)
+                if key in seen:
+                    raise ClublistError(
+                        f"{address} is already used by member #{seen[key] + 1}; "
+                        "an address may belong to one member only"
+                    )
+                seen[key] = index
         except ClublistError as exc:
-            raise ClublistError(f"{where}: {exc}") from None
-        for address in (member.email, *member.aliases):
-            key = address_key(address)
-            if key in seen:
-                raise ClublistError(
-                    f"{where}: {address} is already used by member #{seen[key] + 1}; "
-                    "an address may belong to one member only"
-                )
-            seen[key] = index
+            raise ClublistError(f"{_member_location(path, text, index, len(tables))}: {exc}") from None
         members.append(member)
     return members
+
+
+def _member_location(path: Path, text: str, index: int, count: int) -> str:
+    """``file:line`` of the index-th ``[[member]]`` header (computed only when reporting)."""
+    headers = list(_MEMBER_HEADER.finditer(text))
+    if len(headers) != count:
+        return f"{path} (member #{index + 1})"
+    return f"{path}:{text.count(chr(10), 0, headers[index].start()) + 1}"
 
 
 def _expected_members(members: Iterable[Member], edit: MembersChange) -> list[Member]:
@@ -284,14 +289,17 @@ def _member_spans(text: str) -> list[tuple[int, int]]:
     return spans
 
 
-def _apply_member_edit(text: str, edit: MembersChange) -> str:
+def _apply_member_edit(text: str, keys: list[str], edit: MembersChange) -> str:
+    """Splice *edit* into *text*, whose blocks hold the members *keys* in order."""
     import tomlkit
 
+    spans = _member_spans(text)
+    if len(spans) != len(keys):
+        raise ClublistError("members.toml has [[member]] tables the editor cannot find; nothing was written")
     pieces: list[str] = []
     position = 0
-    for start, end in _member_spans(text):
+    for (start, end), key in zip(spans, keys, strict=True):
         block = text[start:end]
-        key = address_key(tomllib.loads(block)["member"][0]["email"])
         pieces.append(text[position:start])
         position = end
         if key in edit.removed:

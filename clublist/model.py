@@ -143,11 +143,12 @@ class DeliverySection:
 
     mode: Literal["direct", "smarthost"] = "direct"
     smarthost: str = ""
-    smarthost_tls: Literal["opportunistic", "starttls", "verify"] = "opportunistic"
+    smarthost_tls: Literal["none", "opportunistic", "required"] = "opportunistic"
     smarthost_username: str = ""
     smarthost_password_file: str = ""
     tls: Literal["opportunistic", "verify"] = "opportunistic"
     tls_verify_domains: list[str] = field(default_factory=list)
+    tls_ca_file: str = ""
     smtp_port: int = 25
     dns_servers: list[str] = field(default_factory=list)
     dns_port: int = 53

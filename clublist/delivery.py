@@ -1,0 +1,605 @@
+"""The delivery worker: due rows from the queue out to the world over SMTP.
+
+It claims due deliveries, groups each message's recipients by destination
+(a domain's MX hosts, or the one smarthost), and sends one transaction per
+group of up to ``max_recipients_per_transaction`` RCPTs, reusing
+connections and running transactions in parallel within a global and a
+per-destination limit.  Each recipient's reply decides its row: 2xx sent,
+4xx or a broken connection deferred (retried on the backoff schedule),
+5xx failed.  Failures end in one RFC 3464 report per message to the
+administrator.
+
+TLS: STARTTLS whenever offered.  The default is opportunistic, as Postfix
+does for MX delivery: no certificate check, and plaintext when the
+handshake fails.  ``verify`` (site-wide, for the domains listed in
+``tls_verify_domains``, or ``smarthost_tls = "required"``) demands STARTTLS
+with a valid certificate and defers the mail otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import ssl
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+import aiosmtplib
+
+from clublist import queue, reports, verp
+from clublist.dns import DNSPermanentError, DNSTemporaryError, Resolver
+from clublist.errors import ClublistError
+from clublist.model import Site
+from clublist.queue import Delivery, Outcome, RetryPolicy
+from clublist.state import Writer
+
+log = logging.getLogger("clublist.delivery")
+
+TLSMode = Literal["none", "opportunistic", "verify"]
+MESSAGES_PER_CONNECTION = 100
+IDLE_SECONDS = 10.0
+CLAIM_BATCH = 2000
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One SMTP server to try: the address to connect to and the name to check TLS against."""
+
+    address: str
+    port: int
+    name: str
+    tls: TLSMode
+
+
+@dataclass(frozen=True)
+class DeliveryConfig:
+    """The worker's settings, taken from club.toml once per (re)load."""
+
+    domain: str
+    admin: str
+    bounce_local_part: str
+    helo_name: str
+    mode: Literal["direct", "smarthost"]
+    smarthost: tuple[str, int] | None
+    smarthost_tls: TLSMode
+    username: str
+    password: str
+    tls: TLSMode
+    tls_verify_domains: frozenset[str]
+    ca_file: str
+    smtp_port: int
+    max_recipients: int
+    concurrency: int
+    per_destination: int
+    timeout: float
+    verp: bool
+    policy: RetryPolicy
+    verp_secret: bytes = field(repr=False, default=b"")
+
+    @classmethod
+    def from_site(cls, site: Site, state_path: Path, smarthost: str | None = None) -> DeliveryConfig:
+        d = site.delivery
+        target = smarthost or (d.smarthost if d.mode == "smarthost" else "")
+        smarthost_tls: TLSMode = {"none": "none", "opportunistic": "opportunistic", "required": "verify"}[
+            d.smarthost_tls
+        ]
+        return cls(
+            domain=site.domain,
+            admin=site.site.admin,
+            bounce_local_part=site.site.bounce_local_part,
+            helo_name=d.helo_name or site.listen.hostname or site.domain,
+            mode="smarthost" if target else "direct",
+            smarthost=parse_hostport(target, 25) if target else None,
+            smarthost_tls=smarthost_tls,
+            username=d.smarthost_username,
+            password=_smarthost_password(d.smarthost_password_file),
+            tls=d.tls,
+            tls_verify_domains=frozenset(x.lower() for x in d.tls_verify_domains),
+            ca_file=d.tls_ca_file,
+            smtp_port=d.smtp_port,
+            max_recipients=max(1, d.max_recipients_per_transaction),
+            concurrency=max(1, d.concurrency),
+            per_destination=max(1, d.per_destination_concurrency),
+            timeout=float(d.timeout),
+            verp=d.verp,
+            policy=RetryPolicy.from_site(site),
+            verp_secret=verp.load_secret(state_path),
+        )
+
+    @property
+    def bounce_address(self) -> str:
+        return f"{self.bounce_local_part}@{self.domain}"
+
+
+def parse_hostport(text: str, default_port: int) -> tuple[str, int]:
+    """``host``, ``host:port`` or ``[v6]:port`` to a pair; a bad port is an error for people."""
+    host, port = text, str(default_port)
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest.lstrip(":") or port
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ClublistError(f"{text!r} is not HOST:PORT (for example 127.0.0.1:25)")
+    return host, int(port)
+
+
+def _smarthost_password(path: str) -> str:
+    """The smarthost secret lives in a file or CLUBLIST_SMARTHOST_PASSWORD, never in club.toml."""
+    if path:
+        try:
+            return Path(path).read_text().strip()
+        except OSError as exc:
+            raise ClublistError(f"cannot read delivery.smarthost_password_file: {exc}") from None
+    return os.environ.get("CLUBLIST_SMARTHOST_PASSWORD", "")
+
+
+def resolver_for(site: Site) -> Resolver:
+    """The resolver club.toml asks for: the system's, or the servers it names (tests use loopback)."""
+    d = site.delivery
+    return Resolver(nameservers=list(d.dns_servers) or None, port=d.dns_port, timeout=min(d.timeout, 30))
+
+
+class TransientError(Exception):
+    """This destination cannot be reached now; its recipients are deferred."""
+
+    def __init__(self, text: str, host: str = "", code: int | None = None) -> None:
+        super().__init__(text)
+        self.host = host
+        self.code = code
+
+
+class PermanentError(Exception):
+    """This destination will never take mail (null MX, no such domain); its recipients fail."""
+
+    def __init__(self, text: str, status: str) -> None:
+        super().__init__(text)
+        self.status = status
+
+
+@dataclass
+class _Connection:
+    smtp: aiosmtplib.SMTP
+    endpoint: Endpoint
+    messages: int = 0
+    last_used: float = 0.0
+
+
+class ConnectionPool:
+    """Open SMTP connections by endpoint, handed out one transaction at a time."""
+
+    def __init__(self, config: DeliveryConfig) -> None:
+        self.config = config
+        self._idle: dict[Endpoint, list[_Connection]] = {}
+        self._plaintext_only: set[Endpoint] = set()
+
+    async def acquire(self, endpoint: Endpoint) -> tuple[_Connection, bool]:
+        """A connection to *endpoint* and whether it was reused."""
+        idle = self._idle.get(endpoint, [])
+        while idle:
+            connection = idle.pop()
+            if connection.smtp.is_connected and time.monotonic() - connection.last_used < IDLE_SECONDS:
+                return connection, True
+            await _quit(connection.smtp)
+        return await self._open(endpoint), False
+
+    def release(self, connection: _Connection) -> None:
+        connection.messages += 1
+        connection.last_used = time.monotonic()
+        if connection.smtp.is_connected and connection.messages < MESSAGES_PER_CONNECTION:
+            self._idle.setdefault(connection.endpoint, []).append(connection)
+        else:
+            asyncio.get_running_loop().create_task(_quit(connection.smtp))
+
+    def discard(self, connection: _Connection) -> None:
+        connection.smtp.close()
+
+    async def close(self) -> None:
+        idle = [c for conns in self._idle.values() for c in conns]
+        self._idle.clear()
+        await asyncio.gather(*(_quit(c.smtp) for c in idle))
+
+    async def _open(self, endpoint: Endpoint) -> _Connection:
+        tls = "none" if endpoint in self._plaintext_only else endpoint.tls
+        try:
+            return _Connection(await self._connect(endpoint, tls), endpoint)
+        except ssl.SSLError as exc:
+            if tls != "opportunistic":
+                raise TransientError(f"TLS failed with {endpoint.name}: {exc}", endpoint.name) from None
+            log.info("TLS handshake with %s failed (%s); retrying without TLS", endpoint.name, exc)
+            self._plaintext_only.add(endpoint)
+            return _Connection(await self._connect(endpoint, "none"), endpoint)
+
+    async def _connect(self, endpoint: Endpoint, tls: TLSMode) -> aiosmtplib.SMTP:
+        config = self.config
+        smtp = aiosmtplib.SMTP(
+            hostname=endpoint.address,
+            port=endpoint.port,
+            local_hostname=config.helo_name,
+            timeout=config.timeout,
+            start_tls=False,
+        )
+        try:
+            await smtp.connect()
+            await smtp.ehlo()
+            if tls != "none" and smtp.supports_extension("starttls"):
+                await smtp.starttls(server_hostname=endpoint.name, tls_context=self._tls_context(tls))
+            elif tls == "verify":
+                raise TransientError(
+                    f"{endpoint.name} does not offer STARTTLS, which is required", endpoint.name, 530
+                )
+            if config.username and config.mode == "smarthost":
+                await smtp.login(config.username, config.password)
+        except BaseException:
+            smtp.close()
+            raise
+        return smtp
+
+    def _tls_context(self, tls: TLSMode) -> ssl.SSLContext:
+        if tls == "verify":
+            return ssl.create_default_context(cafile=self.config.ca_file or None)
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+
+
+async def _quit(smtp: aiosmtplib.SMTP) -> None:
+    with contextlib.suppress(Exception):
+        if smtp.is_connected:
+            await asyncio.wait_for(smtp.quit(), 5)
+    smtp.close()
+
+
+class DeliveryWorker:
+    """Claims due deliveries and sends them; one per daemon (or one ``queue flush``)."""
+
+    def __init__(
+        self,
+        writer: Writer,
+        config: DeliveryConfig,
+        resolver: Resolver,
+        *,
+        clock: Callable[[], float] = time.time,
+        on_failures: Callable[[list[queue.FailedDelivery]], Awaitable[None]] | None = None,
+    ) -> None:
+        self.writer = writer
+        self.config = config
+        self.resolver = resolver
+        self.clock = clock
+        self.on_failures = on_failures
+        self.pool = ConnectionPool(config)
+        self._wake = asyncio.Event()
+        self._global = asyncio.Semaphore(config.concurrency)
+        self._per_destination: dict[str, asyncio.Semaphore] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._content: dict[int, bytes] = {}
+        self._content_users: dict[int, int] = {}
+
+    def wake(self) -> None:
+        """Something was queued: look for due rows now instead of at the next timer."""
+        self._wake.set()
+
+    def reconfigure(self, config: DeliveryConfig) -> None:
+        self.config = config
+        self.pool.config = config
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Deliver until *stop* is set; then let transactions in flight finish (see :meth:`drain`)."""
+        recovered = await self.writer.run(lambda c: queue.recover(c, self.clock()))
+        if recovered:
+            log.info("%d deliveries were in flight when clublist last stopped; retrying them", recovered)
+        while not stop.is_set():
+            self._wake.clear()
+            handled = await self.pass_once(wait=False)
+            if handled:
+                continue
+            next_due = await self.writer.run(queue.next_due)
+            timeout = 300.0 if next_due is None else min(300.0, max(0.05, next_due - self.clock()))
+            waits = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in waits:
+                waiter.cancel()
+
+    async def pass_once(self, *, wait: bool = True) -> int:
+        """Claim what is due and start sending it; with *wait*, return after it is all done."""
+        if len(self._tasks) >= self.config.concurrency * 4:
+            await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
+        now = self.clock()
+        claimed = await self.writer.run(lambda c: queue.claim(c, now, limit=CLAIM_BATCH, lease=3600))
+        for message_id in {d.message_id for d in claimed} - self._content.keys():
+            self._content[message_id] = await self.writer.run(lambda c, m=message_id: queue.content(c, m))
+        for destination, deliveries in _group(claimed, self.config).items():
+            for message_id in {d.message_id for d in deliveries}:
+                self._content_users[message_id] = self._content_users.get(message_id, 0) + 1
+            task = asyncio.get_running_loop().create_task(self._deliver_destination(destination, deliveries))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        if wait:
+            while self._tasks:
+                await asyncio.gather(*list(self._tasks))
+        return len(claimed)
+
+    async def drain(self, timeout: float) -> None:
+        """Let transactions in flight finish; after *timeout*, cancel them (their rows stay due)."""
+        if self._tasks:
+            _done, pending = await asyncio.wait(list(self._tasks), timeout=timeout)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+        await self.pool.close()
+
+    # --- one destination ---------------------------------------------------------------
+
+    async def _deliver_destination(self, destination: str, deliveries: list[Delivery]) -> None:
+        ids = [d.id for d in deliveries]
+        try:
+            try:
+                endpoints = await self._endpoints(destination)
+            except PermanentError as exc:
+                await self._record([_fail(d, exc.status, str(exc)) for d in deliveries])
+                return
+            except TransientError as exc:
+                await self._record([_defer(d, str(exc), exc.host) for d in deliveries])
+                return
+            semaphore = self._per_destination.setdefault(
+                destination, asyncio.Semaphore(self.config.per_destination)
+            )
+            await asyncio.gather(
+                *(self._transaction(endpoints, batch, semaphore) for batch in self._batches(deliveries))
+            )
+        except asyncio.CancelledError:
+            await asyncio.shield(self.writer.run(lambda c: queue.release(c, ids, self.clock())))
+            raise
+        except Exception:
+            log.exception("unexpected error delivering to %s; deferring", destination)
+            await self._record([_defer(d, "internal error in clublist", "") for d in deliveries])
+        finally:
+            self._forget_content(deliveries)
+
+    def _batches(self, deliveries: list[Delivery]) -> Iterable[list[Delivery]]:
+        """One transaction per message and up to max_recipients; with VERP, one per recipient."""
+        by_message: dict[int, list[Delivery]] = {}
+        for delivery in deliveries:
+            by_message.setdefault(delivery.message_id, []).append(delivery)
+        for group in by_message.values():
+            size = 1 if group[0].verp else self.config.max_recipients
+            for start in range(0, len(group), size):
+                yield group[start : start + size]
+
+    async def _endpoints(self, destination: str) -> list[Endpoint]:
+        config = self.config
+        if config.smarthost is not None:
+            host, port = config.smarthost
+            return [Endpoint(host, port, host, config.smarthost_tls)]
+        tls: TLSMode = (
+            "verify"
+            if config.tls == "verify" or destination in config.tls_verify_domains
+            else ("opportunistic")
+        )
+        try:
+            hosts = await self.resolver.mail_hosts(destination)
+            endpoints = []
+            for host in hosts:
+                for address in await self.resolver.addresses(host.host):
+                    endpoints.append(Endpoint(address, config.smtp_port, host.host, tls))
+        except DNSPermanentError as exc:
+            status = "5.1.10" if "null MX" in str(exc) else "5.1.2"
+            raise PermanentError(str(exc), status) from None
+        except DNSTemporaryError as exc:
+            raise TransientError(f"DNS lookup for {destination} failed: {exc}") from None
+        if not endpoints:
+            raise TransientError(f"no address found for the mail servers of {destination}")
+        return endpoints
+
+    async def _transaction(
+        self, endpoints: Sequence[Endpoint], batch: list[Delivery], semaphore: asyncio.Semaphore
+    ) -> None:
+        async with self._global, semaphore:
+            outcomes: dict[int, Outcome] = {}
+            last_error = TransientError("no mail server could be reached")
+            for endpoint in endpoints:
+                try:
+                    await self._send_via(endpoint, batch, outcomes)
+                    break
+                except TransientError as exc:
+                    last_error = exc
+                except (OSError, TimeoutError, aiosmtplib.SMTPException) as exc:
+                    last_error = TransientError(_describe(exc), endpoint.name, getattr(exc, "code", None))
+                    if any(o.status != "deferred" for o in outcomes.values()):
+                        break  # this server already answered for some recipients
+                log.info("delivery via %s failed: %s", endpoint.name, last_error)
+            missing = [d for d in batch if d.id not in outcomes]
+            for delivery in missing:
+                outcomes[delivery.id] = _defer(delivery, str(last_error), last_error.host, last_error.code)
+            await self._record(list(outcomes.values()))
+
+    async def _send_via(
+        self, endpoint: Endpoint, batch: list[Delivery], outcomes: dict[int, Outcome]
+    ) -> None:
+        for attempt in (1, 2):
+            connection, reused = await self.pool.acquire(endpoint)
+            try:
+                await self._transmit(connection.smtp, endpoint.name, batch, outcomes)
+            except aiosmtplib.SMTPServerDisconnected:
+                self.pool.discard(connection)
+                if reused and attempt == 1 and not outcomes:
+                    continue  # the server closed an idle connection: try a fresh one
+                raise
+            except BaseException:
+                self.pool.discard(connection)
+                raise
+            self.pool.release(connection)
+            return
+
+    async def _transmit(
+        self, smtp: aiosmtplib.SMTP, host: str, batch: list[Delivery], outcomes: dict[int, Outcome]
+    ) -> None:
+        """MAIL, RCPT for each, DATA: each recipient's reply becomes its outcome."""
+        first = batch[0]
+        content = self._content[first.message_id]
+        options = ["BODY=8BITMIME"] if smtp.supports_extension("8bitmime") and not content.isascii() else []
+        try:
+            await smtp.mail(self._envelope_sender(first), options=options)
+        except aiosmtplib.SMTPSenderRefused as exc:
+            for delivery in batch:
+                outcomes[delivery.id] = _by_reply(delivery, exc.code, exc.message, host)
+            await _reset(smtp)
+            return
+        accepted = []
+        for delivery in batch:
+            try:
+                await smtp.rcpt(delivery.recipient)
+                accepted.append(delivery)
+            except aiosmtplib.SMTPRecipientRefused as exc:
+                outcomes[delivery.id] = _by_reply(delivery, exc.code, exc.message, host)
+        if not accepted:
+            await _reset(smtp)
+            return
+        try:
+            response = await smtp.data(content)
+        except aiosmtplib.SMTPDataError as exc:
+            for delivery in accepted:
+                outcomes[delivery.id] = _by_reply(delivery, exc.code, exc.message, host)
+            return
+        for delivery in accepted:
+            outcomes[delivery.id] = Outcome(delivery.id, "sent", response.code, response.message, host)
+
+    def _envelope_sender(self, delivery: Delivery) -> str:
+        if delivery.sender == "" or not delivery.verp:
+            return delivery.sender
+        config = self.config
+        return verp.bounce_address(
+            config.verp_secret,
+            config.bounce_local_part,
+            config.domain,
+            delivery.list_name or "",
+            delivery.recipient,
+        )
+
+    # --- outcomes and reports -------------------------------------------------------
+
+    async def _record(self, outcomes: list[Outcome]) -> None:
+        now, policy = self.clock(), self.config.policy
+        await asyncio.shield(self.writer.run(lambda c: queue.record(c, outcomes, now, policy)))
+        if any(o.status != "sent" for o in outcomes):
+            await self.report_failures()
+
+    async def report_failures(self) -> None:
+        """One RFC 3464 report per message for its new failures, to the administrator."""
+        config, now = self.config, self.clock()
+
+        def take_and_report(conn: object) -> list[queue.FailedDelivery]:
+            failures = queue.take_unreported_failures(conn)  # type: ignore[arg-type]
+            for message_id, rows in failures.items():
+                info = queue.message_info(conn, message_id)  # type: ignore[arg-type]
+                if info.sender == "" or info.kind == "report":
+                    log.warning(
+                        "report %s could not be delivered to %s", info.queue_id, [r.recipient for r in rows]
+                    )
+                    continue
+                report = _report(config, info, queue.content(conn, message_id), rows)  # type: ignore[arg-type]
+                queue.enqueue(
+                    conn,  # type: ignore[arg-type]
+                    kind="report",
+                    sender="",
+                    recipients=[config.admin],
+                    content=bytes(report),
+                    now=now,
+                    subject=str(report["Subject"]),
+                )
+            return [row for rows in failures.values() for row in rows]
+
+        failed = await asyncio.shield(self.writer.run(take_and_report))
+        if failed:
+            self.wake()
+            if self.on_failures is not None:
+                await self.on_failures(failed)
+
+    def _forget_content(self, deliveries: list[Delivery]) -> None:
+        """Drop a message's content from memory once no destination task needs it."""
+        for message_id in {d.message_id for d in deliveries}:
+            self._content_users[message_id] -= 1
+            if not self._content_users[message_id]:
+                del self._content_users[message_id]
+                self._content.pop(message_id, None)
+
+
+def _group(claimed: list[Delivery], config: DeliveryConfig) -> dict[str, list[Delivery]]:
+    """Deliveries by destination: the recipient domain, or everything to the smarthost."""
+    groups: dict[str, list[Delivery]] = {}
+    for delivery in claimed:
+        key = "smarthost" if config.smarthost is not None else delivery.domain
+        groups.setdefault(key, []).append(delivery)
+    items = list(groups.items())
+    random.shuffle(items)  # no destination always goes first
+    return dict(items)
+
+
+def _by_reply(delivery: Delivery, code: int, text: str, host: str) -> Outcome:
+    reply = " ".join(f"{code} {text}".split())
+    if 200 <= code < 300:
+        return Outcome(delivery.id, "sent", code, reply, host)
+    return Outcome(delivery.id, "failed" if code >= 500 else "deferred", code, reply, host)
+
+
+def _defer(delivery: Delivery, text: str, host: str, code: int | None = None) -> Outcome:
+    return Outcome(delivery.id, "deferred", code, text, host)
+
+
+def _fail(delivery: Delivery, status: str, text: str) -> Outcome:
+    return Outcome(delivery.id, "failed", None, f"{status} {text}", "")
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, aiosmtplib.SMTPServerDisconnected | ConnectionError):
+        return f"connection lost: {exc}" if str(exc) else "connection lost"
+    if isinstance(exc, TimeoutError | aiosmtplib.SMTPTimeoutError):
+        return "timed out waiting for the server"
+    return str(exc) or type(exc).__name__
+
+
+async def _reset(smtp: aiosmtplib.SMTP) -> None:
+    with contextlib.suppress(aiosmtplib.SMTPException):
+        await smtp.rset()
+
+
+def _report(
+    config: DeliveryConfig, info: queue.MessageInfo, content: bytes, rows: list[queue.FailedDelivery]
+) -> reports.EmailMessage:
+    headers = content.split(b"\r\n\r\n", 1)[0] + b"\r\n"
+    failures = [_failed_recipient(row) for row in rows]
+    return reports.delivery_report(
+        reporting_mta=config.helo_name,
+        report_from=f"MAILER-DAEMON@{config.domain}",
+        report_to=config.admin,
+        original_headers=headers,
+        arrival=datetime.fromtimestamp(info.created, UTC),
+        failures=failures,
+        message_id_domain=config.domain,
+    )
+
+
+def _failed_recipient(row: queue.FailedDelivery) -> reports.FailedRecipient:
+    """A failed row as an RFC 3464 block: the server's reply, or clublist's own reason."""
+    when = datetime.fromtimestamp(row.updated, UTC)
+    reply = queue.last_server_reply(row.reply)
+    if row.code is not None:
+        text = reply.removeprefix(f"{row.code} ")
+        return reports.FailedRecipient.from_smtp_reply(
+            row.recipient, "failed", row.code, text, row.host or None, when
+        )
+    status, _, text = reply.partition(" ")
+    if not (status[:1] in ("4", "5") and status.count(".") == 2):
+        status, text = "4.4.7", reply  # gave up: the destination never answered
+    return reports.FailedRecipient(
+        row.recipient, "failed", status, row.host or None, f"X-Clublist; {text}", when
+    )

@@ -1,0 +1,360 @@
+"""The outbound queue: a message stored once, one delivery row per recipient.
+
+Every producer (list posts, bot replies, reminders, reports) calls
+:func:`enqueue`, which writes the message and all its rows in the caller's
+transaction.  The worker :func:`claim` s due rows with a lease and records
+each recipient's outcome; a row is never deleted on dequeue, so a crash
+leaves it due again (at least once, never lost).  Functions take a
+connection and run inside the caller's transaction.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from clublist.errors import ClublistError
+from clublist.model import Site, address_key
+
+Status = Literal["pending", "inflight", "deferred", "sent", "failed"]
+STATUSES: tuple[str, ...] = ("pending", "inflight", "deferred", "sent", "failed")
+Kind = Literal["post", "reply", "report", "notice", "reminder", "forward"]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """When to try a deferred delivery again, and when to give up (from club.toml's [retry])."""
+
+    schedule: tuple[int, ...] = (300, 600, 1200, 2400, 3600)
+    give_up_after: float = 5 * 24 * 3600
+
+    @classmethod
+    def from_site(cls, site: Site) -> RetryPolicy:
+        return cls(tuple(site.retry.schedule) or (300,), site.retry.give_up_after)
+
+    def delay(self, attempts: int) -> int:
+        """Seconds to wait after the *attempts*-th failed try; the last step repeats."""
+        return self.schedule[min(max(attempts, 1), len(self.schedule)) - 1]
+
+
+def new_queue_id() -> str:
+    """A short id for people and logs, like Postfix's queue ids."""
+    return secrets.token_hex(5).upper()
+
+
+def enqueue(
+    conn: sqlite3.Connection,
+    *,
+    kind: Kind,
+    sender: str,
+    recipients: Iterable[str],
+    content: bytes,
+    now: float,
+    list_name: str | None = None,
+    verp: bool = False,
+    subject: str = "",
+) -> str:
+    """Store a message and one pending delivery per distinct recipient; returns its queue id.
+
+    *sender* is the envelope sender ("" for the null sender); with *verp*
+    the worker derives a per-recipient bounce address from it.
+    """
+    unique = list({address_key(r): r for r in recipients}.values())
+    queue_id = new_queue_id()
+    cursor = conn.execute(
+        "INSERT INTO messages (queue_id, kind, list_name, sender, verp, subject, content, created)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (queue_id, kind, list_name, sender, int(verp), subject[:200], content, now),
+    )
+    message_id = cursor.lastrowid
+    conn.executemany(
+        "INSERT INTO deliveries (message_id, recipient, domain, status, next_attempt, created, updated)"
+        " VALUES (?, ?, ?, 'pending', ?, ?, ?)",
+        [(message_id, r, r.rpartition("@")[2].lower(), now, now, now) for r in unique],
+    )
+    return queue_id
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A claimed delivery: one recipient of one message, with what the worker needs to send it."""
+
+    id: int
+    message_id: int
+    queue_id: str
+    recipient: str
+    domain: str
+    attempts: int
+    sender: str
+    verp: bool
+    list_name: str | None
+    kind: str
+    message_created: float
+
+
+def claim(conn: sqlite3.Connection, now: float, *, limit: int, lease: float) -> list[Delivery]:
+    """Take up to *limit* due rows (oldest first) and lease them to this worker until now + *lease*."""
+    rows = conn.execute(
+        "SELECT d.id, d.message_id, m.queue_id, d.recipient, d.domain, d.attempts, m.sender, m.verp,"
+        " m.list_name, m.kind, m.created FROM deliveries d JOIN messages m ON m.id = d.message_id"
+        " WHERE d.status IN ('pending', 'deferred', 'inflight') AND d.next_attempt <= ?"
+        " AND (d.status != 'inflight' OR d.lease_until <= ?)"
+        " ORDER BY d.next_attempt, d.id LIMIT ?",
+        (now, now, limit),
+    ).fetchall()
+    conn.executemany(
+        "UPDATE deliveries SET status = 'inflight', lease_until = ?, next_attempt = ? WHERE id = ?",
+        [(now + lease, now + lease, row[0]) for row in rows],
+    )
+    return [Delivery(*row[:7], bool(row[7]), *row[8:]) for row in rows]
+
+
+def content(conn: sqlite3.Connection, message_id: int) -> bytes:
+    row = conn.execute("SELECT content FROM messages WHERE id = ?", (message_id,)).fetchone()
+    if row is None:
+        raise ClublistError(f"message {message_id} is no longer in the queue")
+    return bytes(row[0])
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one recipient in one try."""
+
+    delivery_id: int
+    status: Literal["sent", "deferred", "failed"]
+    code: int | None
+    reply: str
+    host: str = ""
+
+
+def record(conn: sqlite3.Connection, outcomes: Sequence[Outcome], now: float, policy: RetryPolicy) -> None:
+    """Store outcomes; a deferral past the message's give-up time becomes a failure."""
+    sent = [(o.code, o.reply, o.host, now, o.delivery_id) for o in outcomes if o.status == "sent"]
+    conn.executemany(
+        "UPDATE deliveries SET status = 'sent', attempts = attempts + 1, last_code = ?, last_reply = ?,"
+        " last_host = ?, updated = ?, lease_until = NULL WHERE id = ?",
+        sent,
+    )
+    failed = [(o.code, o.reply, o.host, now, o.delivery_id) for o in outcomes if o.status == "failed"]
+    conn.executemany(
+        "UPDATE deliveries SET status = 'failed', attempts = attempts + 1, last_code = ?, last_reply = ?,"
+        " last_host = ?, updated = ?, lease_until = NULL WHERE id = ?",
+        failed,
+    )
+    for outcome in outcomes:
+        if outcome.status == "deferred":
+            _defer(conn, outcome, now, policy)
+
+
+_GAVE_UP = "gave up after {attempts} tries; last: "
+_GAVE_UP_RE = re.compile(r"gave up after \d+ tries; last: ")
+
+
+def last_server_reply(reply: str) -> str:
+    """The reply a give-up note quotes (or the reply itself)."""
+    return _GAVE_UP_RE.sub("", reply, count=1)
+
+
+def _defer(conn: sqlite3.Connection, outcome: Outcome, now: float, policy: RetryPolicy) -> None:
+    row = conn.execute(
+        "SELECT d.attempts, m.created FROM deliveries d JOIN messages m ON m.id = d.message_id"
+        " WHERE d.id = ?",
+        (outcome.delivery_id,),
+    ).fetchone()
+    if row is None:
+        return
+    attempts = row[0] + 1
+    next_attempt = now + policy.delay(attempts)
+    if next_attempt > row[1] + policy.give_up_after:
+        conn.execute(
+            "UPDATE deliveries SET status = 'failed', attempts = ?, last_code = ?, last_reply = ?,"
+            " last_host = ?, updated = ?, lease_until = NULL WHERE id = ?",
+            (
+                attempts,
+                outcome.code,
+                f"{_GAVE_UP.format(attempts=attempts)}{outcome.reply}",
+                outcome.host,
+                now,
+                outcome.delivery_id,
+            ),
+        )
+        return
+    conn.execute(
+        "UPDATE deliveries SET status = 'deferred', attempts = ?, next_attempt = ?, last_code = ?,"
+        " last_reply = ?, last_host = ?, updated = ?, lease_until = NULL WHERE id = ?",
+        (attempts, next_attempt, outcome.code, outcome.reply, outcome.host, now, outcome.delivery_id),
+    )
+
+
+def release(conn: sqlite3.Connection, delivery_ids: Iterable[int], now: float) -> None:
+    """Give back leased rows that were never tried (shutdown): due at once, attempts unchanged."""
+    conn.executemany(
+        "UPDATE deliveries SET status = CASE attempts WHEN 0 THEN 'pending' ELSE 'deferred' END,"
+        " next_attempt = ?, lease_until = NULL WHERE id = ? AND status = 'inflight'",
+        [(now, i) for i in delivery_ids],
+    )
+
+
+def recover(conn: sqlite3.Connection, now: float) -> int:
+    """At start: rows a dead process had in flight are due again now (they may have been sent)."""
+    return conn.execute(
+        "UPDATE deliveries SET status = CASE attempts WHEN 0 THEN 'pending' ELSE 'deferred' END,"
+        " next_attempt = ?, lease_until = NULL WHERE status = 'inflight'",
+        (now,),
+    ).rowcount
+
+
+def next_due(conn: sqlite3.Connection) -> float | None:
+    """When the earliest waiting row falls due (None: nothing waits)."""
+    row = conn.execute(
+        "SELECT MIN(next_attempt) FROM deliveries WHERE status IN ('pending', 'deferred', 'inflight')"
+    ).fetchone()
+    return row[0]
+
+
+@dataclass(frozen=True)
+class FailedDelivery:
+    """A failure not yet reported to the administrator."""
+
+    id: int
+    message_id: int
+    recipient: str
+    code: int | None
+    reply: str
+    host: str
+    updated: float
+
+
+def take_unreported_failures(conn: sqlite3.Connection) -> dict[int, list[FailedDelivery]]:
+    """Failures to report, by message; they are marked reported in the same transaction."""
+    rows = conn.execute(
+        "SELECT id, message_id, recipient, last_code, last_reply, last_host, updated FROM deliveries"
+        " WHERE status = 'failed' AND reported = 0"
+    ).fetchall()
+    conn.executemany("UPDATE deliveries SET reported = 1 WHERE id = ?", [(r[0],) for r in rows])
+    by_message: dict[int, list[FailedDelivery]] = {}
+    for row in rows:
+        by_message.setdefault(row[1], []).append(FailedDelivery(*row))
+    return by_message
+
+
+@dataclass(frozen=True)
+class MessageInfo:
+    id: int
+    queue_id: str
+    kind: str
+    list_name: str | None
+    sender: str
+    subject: str
+    created: float
+
+
+def message_info(conn: sqlite3.Connection, message_id: int) -> MessageInfo:
+    row = conn.execute(
+        "SELECT id, queue_id, kind, list_name, sender, subject, created FROM messages WHERE id = ?",
+        (message_id,),
+    ).fetchone()
+    return MessageInfo(*row)
+
+
+def purge(conn: sqlite3.Connection, before: float) -> int:
+    """Forget finished rows last touched before *before*, and messages left with no rows."""
+    count = conn.execute(
+        "DELETE FROM deliveries WHERE (status = 'sent' OR (status = 'failed' AND reported = 1))"
+        " AND updated < ?",
+        (before,),
+    ).rowcount
+    conn.execute(
+        "DELETE FROM messages WHERE NOT EXISTS (SELECT 1 FROM deliveries WHERE message_id = messages.id)"
+    )
+    return count
+
+
+# --- what the queue commands show ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class QueueRow:
+    """One delivery as ``queue ls`` shows it, like a line of mailq."""
+
+    id: int
+    queue_id: str
+    kind: str
+    list_name: str | None
+    recipient: str
+    status: str
+    attempts: int
+    created: float
+    next_attempt: float | None
+    last_code: int | None
+    last_reply: str
+    last_host: str
+
+
+_ROW_SQL = (
+    "SELECT d.id, m.queue_id, m.kind, m.list_name, d.recipient, d.status, d.attempts, m.created,"
+    " CASE WHEN d.status IN ('pending', 'deferred', 'inflight') THEN d.next_attempt END,"
+    " d.last_code, d.last_reply, d.last_host FROM deliveries d JOIN messages m ON m.id = d.message_id"
+)
+
+
+def rows(conn: sqlite3.Connection, status: str | None = None, queue_id: str | None = None) -> list[QueueRow]:
+    """Deliveries, waiting ones by default (``status`` may name any state, or "all")."""
+    where, params = [], []
+    if status is None:
+        where.append("d.status IN ('pending', 'deferred', 'inflight')")
+    elif status != "all":
+        where.append("d.status = ?")
+        params.append(status)
+    if queue_id is not None:
+        where.append("m.queue_id = ?")
+        params.append(queue_id.upper())
+    sql = _ROW_SQL + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY m.created, d.id"
+    return [QueueRow(*r) for r in conn.execute(sql, params)]
+
+
+def require_message(conn: sqlite3.Connection, queue_id: str) -> int:
+    row = conn.execute("SELECT id FROM messages WHERE queue_id = ?", (queue_id.upper(),)).fetchone()
+    if row is None:
+        raise ClublistError(f"no message {queue_id} in the queue; see 'clublist queue ls --status all'")
+    return row[0]
+
+
+def retry(conn: sqlite3.Connection, now: float, queue_id: str | None = None) -> int:
+    """Make waiting deliveries (of one message, or all) due now; returns how many."""
+    sql = "UPDATE deliveries SET next_attempt = ? WHERE status IN ('pending', 'deferred')"
+    params: list[object] = [now]
+    if queue_id is not None:
+        sql += " AND message_id = ?"
+        params.append(require_message(conn, queue_id))
+    return conn.execute(sql, params).rowcount
+
+
+def drop(conn: sqlite3.Connection, queue_id: str) -> int:
+    """Delete a message and every delivery of it; returns how many were still waiting."""
+    message_id = require_message(conn, queue_id)
+    waiting = conn.execute(
+        "SELECT COUNT(*) FROM deliveries"
+        " WHERE message_id = ? AND status IN ('pending', 'deferred', 'inflight')",
+        (message_id,),
+    ).fetchone()[0]
+    conn.execute("DELETE FROM messages WHERE id = ?", (message_id,))
+    return waiting
+
+
+def counts(conn: sqlite3.Connection) -> dict[str, int]:
+    """Deliveries by status, every status present (0 when none)."""
+    found = dict(conn.execute("SELECT status, COUNT(*) FROM deliveries GROUP BY status").fetchall())
+    return {status: found.get(status, 0) for status in STATUSES}
+
+
+def oldest_waiting(conn: sqlite3.Connection) -> float | None:
+    row = conn.execute(
+        "SELECT MIN(m.created) FROM deliveries d JOIN messages m ON m.id = d.message_id"
+        " WHERE d.status IN ('pending', 'deferred', 'inflight')"
+    ).fetchone()
+    return row[0]

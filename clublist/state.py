@@ -1,0 +1,253 @@
+"""The state database: what happens (queue, held posts, counters, bounces), in SQLite.
+
+WAL mode with ``synchronous=FULL``: a commit is on disk before clublist
+answers 250.  The schema is an append-only list of named migrations tracked
+with ``PRAGMA user_version``.  The daemon funnels every write through one
+:class:`Writer` thread that commits whatever has queued up in a single
+transaction (group commit), so a slow disk never stalls the event loop and
+many SMTP sessions share one fsync.  The CLI uses plain connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+from clublist.errors import ClublistError
+
+T = TypeVar("T")
+
+MIGRATIONS: list[tuple[str, str]] = [
+    (
+        "queue",
+        """
+        CREATE TABLE messages (
+            id INTEGER PRIMARY KEY,
+            queue_id TEXT NOT NULL UNIQUE,
+            kind TEXT NOT NULL,
+            list_name TEXT,
+            sender TEXT NOT NULL,
+            verp INTEGER NOT NULL DEFAULT 0,
+            subject TEXT NOT NULL DEFAULT '',
+            content BLOB NOT NULL,
+            created REAL NOT NULL
+        );
+        CREATE TABLE deliveries (
+            id INTEGER PRIMARY KEY,
+            message_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+            recipient TEXT NOT NULL,
+            domain TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('pending', 'inflight', 'deferred', 'sent', 'failed')),
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt REAL NOT NULL,
+            lease_until REAL,
+            last_code INTEGER,
+            last_reply TEXT NOT NULL DEFAULT '',
+            last_host TEXT NOT NULL DEFAULT '',
+            created REAL NOT NULL,
+            updated REAL NOT NULL,
+            reported INTEGER NOT NULL DEFAULT 0,
+            delay_reported INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE INDEX deliveries_due ON deliveries (next_attempt)
+            WHERE status IN ('pending', 'deferred', 'inflight');
+        CREATE INDEX deliveries_message ON deliveries (message_id, status);
+        CREATE INDEX deliveries_unreported ON deliveries (message_id)
+            WHERE status = 'failed' AND reported = 0;
+        """,
+    ),
+    (
+        "posting",
+        """
+        CREATE TABLE post_counts (
+            address TEXT NOT NULL,
+            day TEXT NOT NULL,
+            count INTEGER NOT NULL,
+            PRIMARY KEY (address, day)
+        ) WITHOUT ROWID;
+        CREATE TABLE held (
+            id INTEGER PRIMARY KEY,
+            list_name TEXT NOT NULL,
+            sender TEXT NOT NULL,
+            author TEXT NOT NULL,
+            subject TEXT NOT NULL DEFAULT '',
+            reason TEXT NOT NULL,
+            content BLOB NOT NULL,
+            created REAL NOT NULL
+        );
+        """,
+    ),
+]
+
+
+def connect(path: Path | str, *, create: bool = True) -> sqlite3.Connection:
+    """Open the state database in autocommit mode, migrated to the current schema."""
+    path = Path(path)
+    if not path.exists():
+        if not create:
+            raise ClublistError(f"no state database at {path}; it is created by 'clublist run'")
+        path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        conn = sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode = WAL")
+    except sqlite3.DatabaseError as exc:
+        raise ClublistError(f"{path}: cannot open the state database ({exc})") from None
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("PRAGMA busy_timeout = 30000")
+    conn.row_factory = sqlite3.Row
+    migrate(conn)
+    return conn
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Apply the migrations this database has not seen yet, each in its own transaction."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > len(MIGRATIONS):
+        raise ClublistError(
+            f"the state database has schema version {version}, newer than this clublist "
+            f"({len(MIGRATIONS)}); upgrade clublist"
+        )
+    for number, (_name, sql) in enumerate(MIGRATIONS[version:], start=version + 1):
+        with transaction(conn):
+            if conn.execute("PRAGMA user_version").fetchone()[0] >= number:
+                continue  # another process got there first
+            for statement in sql.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {number}")
+
+
+@contextlib.contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One write transaction, taken at once (BEGIN IMMEDIATE) so it never fails half-way on a lock."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+class Writer:
+    """A thread that owns the daemon's write connection and commits jobs in groups.
+
+    ``await writer.run(job)`` runs ``job(conn)`` inside a transaction shared
+    with whatever other jobs were waiting, each under its own savepoint so one
+    failing job does not undo the others, and returns once the commit is on
+    disk.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.conn = connect(path)
+        self._jobs: queue.SimpleQueue[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]] | None]
+        self._jobs = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._loop, name="clublist-state-writer", daemon=True)
+        self._thread.start()
+
+    async def run(self, job: Callable[[sqlite3.Connection], T]) -> T:
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._jobs.put((job, future))
+        return await future
+
+    def close(self) -> None:
+        self._jobs.put(None)
+        self._thread.join()
+        self.conn.close()
+
+    def _loop(self) -> None:
+        while True:
+            first = self._jobs.get()
+            if first is None:
+                return
+            batch = [first]
+            while True:
+                try:
+                    item = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._jobs.put(None)
+                    break
+                batch.append(item)
+            self._commit(batch)
+
+    def _commit(self, batch: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]]) -> None:
+        outcomes: list[tuple[bool, Any]] = []
+        try:
+            with transaction(self.conn):
+                for job, _future in batch:
+                    self.conn.execute("SAVEPOINT job")
+                    try:
+                        outcomes.append((True, job(self.conn)))
+                        self.conn.execute("RELEASE job")
+                    except Exception as exc:
+                        self.conn.execute("ROLLBACK TO job")
+                        self.conn.execute("RELEASE job")
+                        outcomes.append((False, exc))
+        except Exception as exc:  # the commit itself failed: nothing of the batch is on disk
+            outcomes = [(False, exc)] * len(batch)
+        for (_job, future), (ok, value) in zip(batch, outcomes, strict=True):
+            future.get_loop().call_soon_threadsafe(_settle, future, ok, value)
+
+
+def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    if future.done():  # the awaiting task was cancelled
+        return
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(value)
+
+
+class DaemonLock:
+    """An exclusive lock beside the state database, held while ``clublist run`` lives.
+
+    It keeps two daemons off one queue and lets ``clublist status`` tell
+    whether one is running.
+    """
+
+    def __init__(self, state_path: Path) -> None:
+        self.path = state_path.with_name(state_path.name + ".lock")
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise ClublistError(f"another clublist run is using {self.path.with_suffix('')}") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def holder(self) -> int | None:
+        """The pid of the running daemon, or None when nobody holds the lock."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = os.pread(fd, 32, 0).decode().strip()
+            return int(text) if text.isdigit() else -1
+        finally:
+            os.close(fd)
+        return None

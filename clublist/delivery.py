@@ -119,14 +119,14 @@ class DeliveryConfig:
 
 
 def parse_hostport(text: str, default_port: int) -> tuple[str, int]:
-    """``host``, ``host:port`` or ``[v6]:port`` to a pair; a bad port is an error for people."""
+    """``host``, ``host:port`` or ``[v6]:port`` to a pair (port 0: any free port, for tests)."""
     host, port = text, str(default_port)
     if text.startswith("["):
         host, _, rest = text[1:].partition("]")
         port = rest.lstrip(":") or port
     elif text.count(":") == 1:
         host, port = text.split(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
         raise ClublistError(f"{text!r} is not HOST:PORT (for example 127.0.0.1:25)")
     return host, int(port)
 

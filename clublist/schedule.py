@@ -28,12 +28,19 @@ _CRON_EXAMPLE = "'0 18 * * 1' (Mondays at 18:00)"
 
 _WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 _WEEKDAY_NAMES = {
-    alias: number
-    for number, name in enumerate(_WEEKDAYS)
-    for alias in (name, name[:3], name + "s")
+    alias: number for number, name in enumerate(_WEEKDAYS) for alias in (name, name[:3], name + "s")
 }
-_ORDINALS = {"first": 1, "1st": 1, "second": 2, "2nd": 2, "third": 3, "3rd": 3,
-             "fourth": 4, "4th": 4, "last": -1}
+_ORDINALS = {
+    "first": 1,
+    "1st": 1,
+    "second": 2,
+    "2nd": 2,
+    "third": 3,
+    "3rd": 3,
+    "fourth": 4,
+    "4th": 4,
+    "last": -1,
+}
 _ORDINAL_WORDS = {1: "first", 2: "second", 3: "third", 4: "fourth", -1: "last"}
 _ALL_DAYS = frozenset(range(7))
 _WORKDAYS = frozenset(range(5))
@@ -73,14 +80,16 @@ class Schedule:
         for name in ("until", "start"):
             value = getattr(self, name)
             if value is not None and value.utcoffset() is None:
-                raise ScheduleError(f"{name} {value} has no time zone; give it with an offset, "
-                                    f"e.g. 2026-12-01T18:00+01:00")
+                raise ScheduleError(
+                    f"{name} {value} has no time zone; give it with an offset, e.g. 2026-12-01T18:00+01:00"
+                )
         if self.count is not None:
             if self.count < 1:
                 raise ScheduleError(f"count must be at least 1, not {self.count}")
             if self.start is None and self.kind != "at":
-                raise ScheduleError("a count needs a start time to count from, "
-                                    "e.g. the time the reminder was created")
+                raise ScheduleError(
+                    "a count needs a start time to count from, e.g. the time the reminder was created"
+                )
 
 
 @dataclass(frozen=True)
@@ -167,17 +176,17 @@ def validate_cron(expr: str) -> str:
     try:
         croniter(normal, datetime(2000, 1, 1)).get_next(datetime)
     except CroniterBadCronError as exc:
-        raise ScheduleError(f"'{normal}' is not a valid cron expression ({exc}); "
-                            f"e.g. {_CRON_EXAMPLE}") from None
+        raise ScheduleError(
+            f"'{normal}' is not a valid cron expression ({exc}); e.g. {_CRON_EXAMPLE}"
+        ) from None
     except CroniterBadDateError:
-        raise ScheduleError(f"'{normal}' never fires (a date that does not exist?); "
-                            f"e.g. {_CRON_EXAMPLE}") from None
+        raise ScheduleError(
+            f"'{normal}' never fires (a date that does not exist?); e.g. {_CRON_EXAMPLE}"
+        ) from None
     return normal
 
 
-def occurrences(
-    schedule: Schedule, tz: ZoneInfo, after: datetime, upto: datetime
-) -> list[datetime]:
+def occurrences(schedule: Schedule, tz: ZoneInfo, after: datetime, upto: datetime) -> list[datetime]:
     """All occurrences t with ``after < t <= upto``, oldest first, as aware datetimes in ``tz``.
 
     The half-open window means adjacent windows (a, b], (b, c] never repeat an occurrence.
@@ -264,8 +273,7 @@ def _parse_rule(phrase: str) -> _Rule:
     body, _, last = words.rpartition(" ")
     match = _TIME_RE.fullmatch(last)
     if not match or not body:
-        raise ScheduleError(f"'{phrase}' needs days and then a time of day, "
-                            f"e.g. {_EVERY_EXAMPLES}")
+        raise ScheduleError(f"'{phrase}' needs days and then a time of day, e.g. {_EVERY_EXAMPLES}")
     at = _time_of_day(*match.groups(), phrase)
     body = body.removesuffix(" at")
     if body in ("day", "daily"):
@@ -283,8 +291,9 @@ def _parse_rule(phrase: str) -> _Rule:
     names = re.split(r"\s*,\s*|\s+and\s+", body)
     if not nth and all(name in _WEEKDAY_NAMES for name in names):
         return _Rule(at, frozenset(_WEEKDAY_NAMES[name] for name in names))
-    raise ScheduleError(f"cannot understand '{body}' in '{phrase}' as days; "
-                        f"say which days, e.g. {_EVERY_EXAMPLES}")
+    raise ScheduleError(
+        f"cannot understand '{body}' in '{phrase}' as days; say which days, e.g. {_EVERY_EXAMPLES}"
+    )
 
 
 def _parse_iso(raw: str, tz: ZoneInfo) -> datetime:
@@ -330,8 +339,7 @@ def _parse_at(expr: str, tz: ZoneInfo) -> datetime:
     try:
         when = datetime.fromisoformat(expr.strip())
     except ValueError:
-        raise ScheduleError(f"'{expr}' is not an ISO date-time; "
-                            f"e.g. 2026-12-01T18:00+01:00") from None
+        raise ScheduleError(f"'{expr}' is not an ISO date-time; e.g. 2026-12-01T18:00+01:00") from None
     return when.astimezone(UTC) if when.utcoffset() is not None else _wall_to_utc(when, tz)
 
 

@@ -15,6 +15,7 @@ import contextlib
 import fcntl
 import os
 import queue
+import signal
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -82,6 +83,59 @@ MIGRATIONS: list[tuple[str, str]] = [
             reason TEXT NOT NULL,
             content BLOB NOT NULL,
             created REAL NOT NULL
+        );
+        """,
+    ),
+    (
+        "bounces",
+        """
+        CREATE TABLE bounce_events (
+            id INTEGER PRIMARY KEY,
+            address TEXT NOT NULL,
+            list_name TEXT,
+            day TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            status TEXT NOT NULL DEFAULT '',
+            diagnostic TEXT NOT NULL DEFAULT '',
+            source TEXT NOT NULL,
+            created REAL NOT NULL
+        );
+        CREATE INDEX bounce_events_address ON bounce_events (address, created);
+        """,
+    ),
+    (
+        "bot",
+        """
+        CREATE TABLE confirmations (
+            token TEXT PRIMARY KEY,
+            address TEXT NOT NULL,
+            command TEXT NOT NULL,
+            list_name TEXT,
+            created REAL NOT NULL,
+            expires REAL NOT NULL,
+            used REAL
+        );
+        CREATE TABLE bot_replies (
+            address TEXT NOT NULL,
+            sent REAL NOT NULL
+        );
+        CREATE INDEX bot_replies_address ON bot_replies (address, sent);
+        """,
+    ),
+    (
+        "reminders",
+        """
+        CREATE TABLE reminder_runs (
+            reminder_id TEXT NOT NULL,
+            occurrence TEXT NOT NULL,
+            queued REAL NOT NULL,
+            queue_id TEXT NOT NULL DEFAULT '',
+            skipped INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (reminder_id, occurrence)
+        ) WITHOUT ROWID;
+        CREATE TABLE reminder_cursor (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            last_run REAL NOT NULL
         );
         """,
     ),
@@ -251,3 +305,14 @@ class DaemonLock:
         finally:
             os.close(fd)
         return None
+
+    def wake(self) -> int | None:
+        """Ask a running daemon to look at the queue now (SIGUSR1); its pid, or None if none runs."""
+        pid = self.holder()
+        if pid is None or pid <= 0:
+            return None
+        try:
+            os.kill(pid, signal.SIGUSR1)
+        except OSError:
+            return None
+        return pid

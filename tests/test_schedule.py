@@ -212,7 +212,12 @@ WEEKLY = Schedule("every", "every monday 18:00")
 def test_weekly_fires_once_a_week_for_five_weeks() -> None:
     found = occurrences(WEEKLY, BERLIN, berlin(2026, 11, 2), berlin(2026, 12, 7))
     assert [t.date().isoformat() for t in found] == [
-        "2026-11-02", "2026-11-09", "2026-11-16", "2026-11-23", "2026-11-30"]
+        "2026-11-02",
+        "2026-11-09",
+        "2026-11-16",
+        "2026-11-23",
+        "2026-11-30",
+    ]
     assert len({t.isocalendar().week for t in found}) == 5
     assert all((t.weekday(), t.hour, t.minute, t.tzinfo) == (0, 18, 0, BERLIN) for t in found)
 
@@ -238,14 +243,20 @@ def test_skipped_wall_time_fires_at_the_end_of_the_gap() -> None:
     daily = Schedule("every", "day 02:30")
     found = occurrences(daily, BERLIN, berlin(2026, 3, 28), berlin(2026, 3, 31))
     assert [t.isoformat() for t in found] == [
-        "2026-03-28T02:30:00+01:00", "2026-03-29T03:00:00+02:00", "2026-03-30T02:30:00+02:00"]
+        "2026-03-28T02:30:00+01:00",
+        "2026-03-29T03:00:00+02:00",
+        "2026-03-30T02:30:00+02:00",
+    ]
 
 
 def test_several_skipped_cron_times_fire_once() -> None:
     every_20 = Schedule("cron", "*/20 2,3 * * *")
     found = occurrences(every_20, BERLIN, berlin(2026, 3, 29), berlin(2026, 3, 29, 12))
     assert [t.isoformat() for t in found] == [
-        "2026-03-29T03:00:00+02:00", "2026-03-29T03:20:00+02:00", "2026-03-29T03:40:00+02:00"]
+        "2026-03-29T03:00:00+02:00",
+        "2026-03-29T03:20:00+02:00",
+        "2026-03-29T03:40:00+02:00",
+    ]
 
 
 def test_repeated_wall_time_fires_once_at_the_first_instant() -> None:
@@ -254,19 +265,20 @@ def test_repeated_wall_time_fires_once_at_the_first_instant() -> None:
     assert [t.isoformat() for t in found] == ["2026-10-25T02:30:00+02:00"]
     half_hourly = Schedule("cron", "*/30 2 * * *")
     found = occurrences(half_hourly, BERLIN, berlin(2026, 10, 25), berlin(2026, 10, 25, 12))
-    assert [t.isoformat() for t in found] == [
-        "2026-10-25T02:00:00+02:00", "2026-10-25T02:30:00+02:00"]
+    assert [t.isoformat() for t in found] == ["2026-10-25T02:00:00+02:00", "2026-10-25T02:30:00+02:00"]
 
 
 def test_new_york_dst_changes() -> None:
     start = datetime(2026, 3, 1, tzinfo=NEW_YORK)
     sundays = occurrences(Schedule("every", "sunday 02:30"), NEW_YORK, start, start + timedelta(15))
     assert [t.isoformat() for t in sundays] == [
-        "2026-03-01T02:30:00-05:00", "2026-03-08T03:00:00-04:00", "2026-03-15T02:30:00-04:00"]
+        "2026-03-01T02:30:00-05:00",
+        "2026-03-08T03:00:00-04:00",
+        "2026-03-15T02:30:00-04:00",
+    ]
     autumn = datetime(2026, 10, 31, 12, tzinfo=NEW_YORK)
     nightly = occurrences(Schedule("cron", "30 1 * * *"), NEW_YORK, autumn, autumn + timedelta(2))
-    assert [t.isoformat() for t in nightly] == [
-        "2026-11-01T01:30:00-04:00", "2026-11-02T01:30:00-05:00"]
+    assert [t.isoformat() for t in nightly] == ["2026-11-01T01:30:00-04:00", "2026-11-02T01:30:00-05:00"]
 
 
 @pytest.mark.parametrize(
@@ -274,8 +286,7 @@ def test_new_york_dst_changes() -> None:
     [
         ("first monday of the month 10:00", ["01-05", "02-02", "03-02", "04-06", "05-04", "06-01"]),
         ("last friday of the month 19:00", ["01-30", "02-27", "03-27", "04-24", "05-29", "06-26"]),
-        ("second tuesday of the month 19:00",
-         ["01-13", "02-10", "03-10", "04-14", "05-12", "06-09"]),
+        ("second tuesday of the month 19:00", ["01-13", "02-10", "03-10", "04-14", "05-12", "06-09"]),
         ("month 31 10:00", ["01-31", "03-31", "05-31"]),  # months without a 31st are skipped
     ],
 )
@@ -287,18 +298,23 @@ def test_monthly_phrases(phrase: str, days: list[str]) -> None:
 
 def test_window_excludes_after_and_includes_upto() -> None:
     monday = berlin(2026, 11, 9, 18, 0)
-    assert occurrences(WEEKLY, BERLIN, monday, monday + timedelta(days=7)) == [
-        berlin(2026, 11, 16, 18, 0)]
+    assert occurrences(WEEKLY, BERLIN, monday, monday + timedelta(days=7)) == [berlin(2026, 11, 16, 18, 0)]
     assert occurrences(WEEKLY, BERLIN, monday, monday) == []
 
 
-@pytest.mark.parametrize("schedule", [WEEKLY, Schedule("every", "day 02:30"),
-                                      Schedule("cron", "*/30 1-3 * * *")])
+@pytest.mark.parametrize(
+    "schedule", [WEEKLY, Schedule("every", "day 02:30"), Schedule("cron", "*/30 1-3 * * *")]
+)
 def test_adjacent_windows_never_duplicate(schedule: Schedule) -> None:
-    edges = [berlin(2026, 10, 19), berlin(2026, 10, 25, 2, 0), berlin(2026, 10, 25, 2, 30),
-             berlin(2026, 10, 25, 2, 30, fold=1), berlin(2026, 10, 26, 18, 0), berlin(2026, 11, 9)]
-    pieces = [t for a, b in pairwise(edges)
-              for t in occurrences(schedule, BERLIN, a, b)]
+    edges = [
+        berlin(2026, 10, 19),
+        berlin(2026, 10, 25, 2, 0),
+        berlin(2026, 10, 25, 2, 30),
+        berlin(2026, 10, 25, 2, 30, fold=1),
+        berlin(2026, 10, 26, 18, 0),
+        berlin(2026, 11, 9),
+    ]
+    pieces = [t for a, b in pairwise(edges) for t in occurrences(schedule, BERLIN, a, b)]
     whole = occurrences(schedule, BERLIN, edges[0], edges[-1])
     assert pieces == whole
     assert len({t.astimezone(UTC) for t in whole}) == len(whole) > 0
@@ -310,8 +326,7 @@ def test_bounds_inside_the_repeated_hour_compare_instants() -> None:
     # the first 02:30 lies between the first and the second 02:15
     assert len(occurrences(daily, BERLIN, first_pass, berlin(2026, 10, 25, 12))) == 1
     assert occurrences(daily, BERLIN, second_pass, berlin(2026, 10, 25, 12)) == []
-    assert occurrences(daily, BERLIN, berlin(2026, 10, 25), second_pass) == [
-        berlin(2026, 10, 25, 2, 30)]
+    assert occurrences(daily, BERLIN, berlin(2026, 10, 25), second_pass) == [berlin(2026, 10, 25, 2, 30)]
 
 
 def test_until_is_inclusive() -> None:
@@ -338,8 +353,7 @@ def test_start_is_inclusive_and_earlier_occurrences_never_happen() -> None:
     assert [t.day for t in occurrences(late, BERLIN, *window)] == [16, 23]
 
 
-@pytest.mark.parametrize("expr", ["2026-12-01T18:00+01:00", "2026-12-01T17:00:00+00:00",
-                                  "2026-12-01T18:00"])
+@pytest.mark.parametrize("expr", ["2026-12-01T18:00+01:00", "2026-12-01T17:00:00+00:00", "2026-12-01T18:00"])
 def test_at_fires_once(expr: str) -> None:
     once = Schedule("at", expr)
     fire = berlin(2026, 12, 1, 18, 0)
@@ -375,9 +389,11 @@ def test_occurrences_are_truncated_and_can_be_paged() -> None:
 
 @pytest.mark.parametrize(
     ("schedule", "hint"),
-    [(Schedule("every", "week 18:00"), "say which days"),
-     (Schedule("cron", "0 18 * *"), "5"),
-     (Schedule("at", "next tuesday"), "not an ISO date-time")],
+    [
+        (Schedule("every", "week 18:00"), "say which days"),
+        (Schedule("cron", "0 18 * *"), "5"),
+        (Schedule("at", "next tuesday"), "not an ISO date-time"),
+    ],
 )
 def test_bad_expression_is_reported_when_used(schedule: Schedule, hint: str) -> None:
     with pytest.raises(ScheduleError, match=hint):

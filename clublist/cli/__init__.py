@@ -21,6 +21,10 @@ COMMANDS = {
     "config": "clublist.cli.config:config",
     "list": "clublist.cli.lists:list_group",
     "member": "clublist.cli.member:member",
+    "run": "clublist.cli.run:run",
+    "queue": "clublist.cli.queue:queue_group",
+    "held": "clublist.cli.held:held",
+    "status": "clublist.cli.status:status",
 }
 
 

@@ -1,0 +1,82 @@
+"""``clublist run``: the daemon in the foreground (the only command that imports it)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+import click
+
+from clublist.cli.app import App, pass_app
+
+
+class JSONFormatter(logging.Formatter):
+    """One JSON object per line, for log collectors."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + "Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def configure_logging(log_format: str, verbose: bool) -> None:
+    handler: logging.Handler
+    if log_format == "auto":
+        log_format = "rich" if sys.stderr.isatty() else "plain"
+    if log_format == "rich":
+        from rich.logging import RichHandler
+
+        handler = RichHandler(show_path=False, rich_tracebacks=True)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(
+            JSONFormatter()
+            if log_format == "json"
+            else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        )
+    root = logging.getLogger("clublist")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+@click.command()
+@click.option("--listen", metavar="HOST:PORT", help="Accept mail here instead of club.toml's [listen].")
+@click.option("--smarthost", metavar="HOST:PORT", help="Relay all mail through this server for this run.")
+@click.option(
+    "--log-format",
+    type=click.Choice(["auto", "rich", "plain", "json"]),
+    default="auto",
+    show_default=True,
+    help="Logs on stderr: rich on a terminal, plain lines otherwise, or JSON.",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Log every rule decision too.")
+@pass_app
+def run(app: App, listen: str | None, smarthost: str | None, log_format: str, verbose: bool) -> None:
+    """Take mail in and deliver it, in the foreground (for systemd).
+
+    SIGTERM or Ctrl-C stops it after transactions in flight finish; SIGHUP
+    reloads lists.d and the TLS certificate (changed files are also picked
+    up by themselves).
+
+    Example: clublist run --listen 127.0.0.1:8025 --smarthost 127.0.0.1:25
+    """
+    from clublist import daemon
+    from clublist.delivery import parse_hostport
+
+    configure_logging(log_format, verbose)
+    overrides = daemon.Overrides(
+        listen=parse_hostport(listen, 25) if listen else None,
+        smarthost=f"{parse_hostport(smarthost, 25)[0]}:{parse_hostport(smarthost, 25)[1]}"
+        if smarthost
+        else None,
+    )
+    daemon.run(app.directory, app.state_path, overrides)

@@ -1,0 +1,217 @@
+"""``clublist run``: the listener, the delivery worker and the lists.d watcher as one unit.
+
+Start-up, the main loop and shutdown are separate steps.  Signals only set
+flags: SIGTERM/SIGINT stop accepting, let transactions in flight finish
+within a timeout and leave the rest due (a second one exits at once),
+SIGHUP reloads lists.d and the TLS certificate, SIGUSR1 wakes the worker
+(``clublist queue flush`` sends it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import ssl
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from clublist import delivery, queue, rules, state
+from clublist.errors import ClublistError
+from clublist.inbound import InboundHandler, Listener, SessionLimits
+from clublist.model import Site
+from clublist.store import Store
+
+log = logging.getLogger("clublist.daemon")
+
+WATCH_INTERVAL = 1.0
+SHUTDOWN_TIMEOUT = 30.0
+PURGE_AFTER = 30 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """What ``clublist run`` options change for this run only."""
+
+    listen: tuple[str, int] | None = None
+    smarthost: str | None = None
+
+
+class Daemon:
+    def __init__(
+        self,
+        directory: Path,
+        state_path: Path,
+        overrides: Overrides = Overrides(),
+        *,
+        rules_in_force: Sequence[rules.Rule] = rules.RULES,
+        clock: Callable[[], float] = time.time,
+        on_ready: Callable[[Daemon], None] | None = None,
+    ) -> None:
+        self.store = Store(directory)
+        self.state_path = state_path
+        self.overrides = overrides
+        self.rules = rules_in_force
+        self.clock = clock
+        self.on_ready = on_ready
+        self.should_exit = asyncio.Event()
+        self.force_exit = False
+        self.port = 0
+        self._reload_requested = False
+
+    # --- life --------------------------------------------------------------------------
+
+    async def serve(self) -> None:
+        self._lock = state.DaemonLock(self.state_path)
+        self._lock.acquire()
+        try:
+            await self.startup()
+            try:
+                await self.main_loop()
+            finally:
+                await self.shutdown()
+        finally:
+            self._lock.release()
+
+    async def startup(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.club = self.store.load()
+        for warning in self.club.warnings:
+            log.warning("%s", warning)
+        self._fingerprint = self.store.fingerprint()
+        self.writer = state.Writer(self.state_path)
+        self.reader = state.connect(self.state_path)
+        site = self.club.site
+        self.resolver = delivery.resolver_for(site)
+        self.worker = delivery.DeliveryWorker(
+            self.writer, self._delivery_config(site), self.resolver, clock=self.clock
+        )
+        self.limits = SessionLimits(site.listen.max_connections)
+        self.handler = InboundHandler(
+            club=lambda: self.club,
+            writer=self.writer,
+            reader=self.reader,
+            resolver=self.resolver,
+            on_queued=self.worker.wake,
+            hostname=self._hostname(site),
+            rules_in_force=self.rules,
+            clock=self.clock,
+        )
+        self.tls_context = self._tls_context(site)
+        host, port = self.overrides.listen or (site.listen.host, site.listen.port)
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(self._session, host, port)
+        self.port = self.server.sockets[0].getsockname()[1]
+        self._worker_stop = asyncio.Event()
+        self._worker_task = loop.create_task(self.worker.run(self._worker_stop))
+        self._install_signal_handlers(loop)
+        mode = f"smarthost {self.worker.config.smarthost}" if self.worker.config.smarthost else "direct MX"
+        log.info("clublist listening on %s:%d for %s; delivery: %s", host, self.port, site.domain, mode)
+        if self.on_ready is not None:
+            self.on_ready(self)
+
+    async def main_loop(self) -> None:
+        last_purge = 0.0
+        while not self.should_exit.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.should_exit.wait(), WATCH_INTERVAL)
+            if self._worker_task.done():
+                self._worker_task.result()  # the worker died: surface its error and stop
+            if self._reload_requested or self.store.fingerprint() != self._fingerprint:
+                self.reload()
+            if self.clock() - last_purge > 3600:
+                last_purge = self.clock()
+                await self.writer.run(lambda c: queue.purge(c, self.clock() - PURGE_AFTER))
+
+    async def shutdown(self) -> None:
+        log.info("shutting down: no new connections; finishing what is in flight")
+        self.server.close()
+        deadline = time.monotonic() + SHUTDOWN_TIMEOUT
+        while self.handler.in_progress and time.monotonic() < deadline and not self.force_exit:
+            await asyncio.sleep(0.05)
+        self._worker_stop.set()
+        with contextlib.suppress(Exception):
+            await self._worker_task
+        await self.worker.drain(0 if self.force_exit else max(0.0, deadline - time.monotonic()))
+        self.writer.close()
+        self.reader.close()
+        log.info("stopped")
+
+    # --- signals and reloads ----------------------------------------------------------
+
+    def _install_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> None:
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signal.SIGTERM, self.request_exit)
+            loop.add_signal_handler(signal.SIGINT, self.request_exit)
+            loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+            loop.add_signal_handler(signal.SIGUSR1, self.worker.wake)
+
+    def request_exit(self) -> None:
+        if self.should_exit.is_set():
+            self.force_exit = True
+        self.should_exit.set()
+
+    def request_reload(self) -> None:
+        self._reload_requested = True
+
+    def reload(self) -> None:
+        """Load lists.d again; a file that does not parse leaves the last good version in force."""
+        forced, self._reload_requested = self._reload_requested, False
+        self._fingerprint = self.store.fingerprint()
+        try:
+            club = self.store.load()
+        except ClublistError as exc:
+            log.error("lists.d not reloaded, the last good version stays in force: %s", exc)
+            return
+        self.club = club
+        self.worker.reconfigure(self._delivery_config(club.site))
+        if forced:
+            try:
+                self.tls_context = self._tls_context(club.site)
+            except ClublistError as exc:
+                log.error("TLS certificate not reloaded: %s", exc)
+        log.info("reloaded lists.d: %d lists, %d members", len(club.lists), len(club.members))
+
+    # --- pieces ----------------------------------------------------------------------
+
+    def _session(self) -> Listener:
+        site = self.club.site
+        return Listener(
+            self.handler,
+            limits=self.limits,
+            hostname=self._hostname(site),
+            ident="clublist",
+            data_size_limit=site.listen.max_message_size,
+            tls_context=self.tls_context,
+            require_starttls=site.tls.require and self.tls_context is not None,
+            timeout=site.listen.timeout,
+            command_call_limit=200,
+            decode_data=False,
+        )
+
+    def _delivery_config(self, site: Site) -> delivery.DeliveryConfig:
+        return delivery.DeliveryConfig.from_site(site, self.state_path, self.overrides.smarthost)
+
+    @staticmethod
+    def _hostname(site: Site) -> str:
+        return site.listen.hostname or site.domain
+
+    @staticmethod
+    def _tls_context(site: Site) -> ssl.SSLContext | None:
+        if not site.tls.cert:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            context.load_cert_chain(site.tls.cert, site.tls.key or None)
+        except (OSError, ssl.SSLError) as exc:
+            raise ClublistError(f"cannot load tls.cert/tls.key: {exc}") from None
+        return context
+
+
+def run(directory: Path, state_path: Path, overrides: Overrides) -> None:
+    """Run the daemon in the foreground until a signal stops it."""
+    daemon = Daemon(directory, state_path, overrides)
+    asyncio.run(daemon.serve())

@@ -1,0 +1,120 @@
+"""A post's way into the queue, shared by the SMTP listener, moderation and reminders.
+
+Decorate the message for its list, pick the recipients (every member of the
+list whose delivery is enabled, each person once), and enqueue it with the
+author's post counted, all in the caller's transaction.
+"""
+
+from __future__ import annotations
+
+import email.policy
+import logging
+import sqlite3
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from typing import Protocol
+
+from clublist import decorate, queue
+from clublist.model import MailingList, Member
+from clublist.store import Club
+
+log = logging.getLogger("clublist.posting")
+
+
+class DmarcLookup(Protocol):
+    async def dmarc_policy(self, domain: str) -> str | None: ...
+
+
+def recipients(
+    club: Club, mailing_list: MailingList, author_key: str | None, covered: set[str] | None = None
+) -> list[str]:
+    """Who gets a post: members of the list with delivery enabled, not already *covered*.
+
+    *covered* (updated in place) makes a post to two lists reach a member of
+    both once.  The author is left out when the list says so.
+    """
+    covered = set() if covered is None else covered
+    found = []
+    for member in club.members_of(mailing_list.name):
+        if not member.receives or member.key in covered:
+            continue
+        if member.key == author_key and not mailing_list.send_to_author:
+            continue
+        covered.add(member.key)
+        found.append(member.email)
+    return found
+
+
+def prepare(
+    message: EmailMessage, mailing_list: MailingList, club: Club, author: Member | None, *, rewrite_from: bool
+) -> bytes:
+    """The decorated post as it goes on the wire (CRLF line ends)."""
+    decorated = decorate.decorate(
+        message, mailing_list, club.site, rewrite_from=rewrite_from, author_name=author.name if author else ""
+    )
+    return decorated.as_bytes(policy=email.policy.SMTP)
+
+
+def today(now: float) -> str:
+    """The day post counters are kept under (UTC, so the limit resets at one moment for all)."""
+    return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d")
+
+
+def posts_today(conn: sqlite3.Connection, author_key: str, now: float) -> int:
+    row = conn.execute(
+        "SELECT count FROM post_counts WHERE address = ? AND day = ?", (author_key, today(now))
+    ).fetchone()
+    return row[0] if row else 0
+
+
+def enqueue_post(
+    conn: sqlite3.Connection,
+    club: Club,
+    mailing_list: MailingList,
+    *,
+    recipients: list[str],
+    content: bytes,
+    author_key: str | None,
+    subject: str,
+    now: float,
+) -> str:
+    """Queue a decorated post to its recipients and count it against the author's daily limit."""
+    queue_id = queue.enqueue(
+        conn,
+        kind="post",
+        sender=club.site.bounce_address,
+        recipients=recipients,
+        content=content,
+        now=now,
+        list_name=mailing_list.name,
+        verp=club.site.delivery.verp,
+        subject=subject,
+    )
+    if author_key:
+        conn.execute(
+            "INSERT INTO post_counts (address, day, count) VALUES (?, ?, 1)"
+            " ON CONFLICT (address, day) DO UPDATE SET count = count + 1",
+            (author_key, today(now)),
+        )
+    return queue_id
+
+
+async def rewrite_from(resolver: DmarcLookup, mailing_list: MailingList, message: EmailMessage) -> bool:
+    """Whether this post's From must be the list's: by the list's setting and the author domain's DMARC.
+
+    A lookup that fails counts as "rewrite": the safe side for delivery.
+    """
+    if mailing_list.from_rewrite != "dmarc":
+        return decorate.needs_from_rewrite(mailing_list, None, lookup_failed=False)
+    try:
+        addresses = message["From"].addresses if message["From"] else ()
+    except Exception:
+        addresses = ()
+    if not addresses:
+        return True
+    try:
+        policy = await resolver.dmarc_policy(addresses[0].domain.lower())
+    except Exception as exc:
+        log.info("DMARC lookup for %s failed (%s); rewriting From", addresses[0].domain, exc)
+        return decorate.needs_from_rewrite(mailing_list, None, lookup_failed=True)
+    return decorate.needs_from_rewrite(mailing_list, policy, lookup_failed=False)

@@ -1,0 +1,245 @@
+"""The posting rules run at DATA: small named checks that decide what happens to a post.
+
+The SMTP handler builds a :class:`Post` once the message is in and calls :func:`evaluate`;
+the first rule with something to say decides (accept, hold, reject or discard), as in
+Mailman's chains.  :func:`may_post` is the posting policy itself; the handler asks it at
+RCPT time too, so the SMTP dialogue and the DATA rules never disagree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.utils import getaddresses
+from typing import Literal
+
+from clublist.decorate import list_id, sole_address
+from clublist.model import MailingList, Member, address_key
+from clublist.replies import (
+    DAILY_LIMIT_PERMANENT,
+    DAILY_LIMIT_TEMPORARY,
+    DISCARDED,
+    HELD,
+    NOT_A_MEMBER,
+    NOT_ALLOWED_TO_POST,
+    OK_QUEUED,
+    TOO_LARGE,
+    render,
+)
+from clublist.store import Club
+
+Action = Literal["accept", "hold", "reject", "discard"]
+
+# "list" too: a post relayed by another mailing list is not a member writing to this one.
+_BULK_PRECEDENCE = frozenset({"bulk", "junk", "list"})
+_AUTOREPLY_HEADERS = ("X-Autoreply", "X-Autorespond")
+
+
+@dataclass(frozen=True)
+class Post:
+    """Everything the rules may look at; built by the SMTP handler."""
+
+    message: EmailMessage  # parsed with email.policy.default
+    size: int  # bytes as received
+    envelope_sender: str  # "" for the null sender
+    mailing_list: MailingList
+    club: Club
+    author: Member | None  # the member the header From (or envelope sender) belongs to
+    posts_today: int  # the author's posts already accepted today (counted in SQLite by the caller)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What happens to a post.
+
+    The replies of "accept" and "hold" keep their ``{queue_id}`` field: only the caller
+    knows the id, after its commit.  Those of "reject" and "discard" are complete.  The
+    rule of an accept is "", as no rule spoke.
+    """
+
+    action: Action
+    rule: str  # the rule's name, for the log
+    reason: str  # for people and the log
+    reply: str  # the SMTP reply line to give (from replies.py)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One named check, run in the order of :data:`RULES`."""
+
+    name: str
+    description: str
+    check: Callable[[Post], Verdict | None]  # None: the rule has nothing to say
+
+
+# --- the posting policy ------------------------------------------------------
+
+
+def may_post(club: Club, mailing_list: MailingList, address: str) -> str | None:
+    """None if *address* (email or alias, any case) may post to *mailing_list*, else the reason.
+
+    The site administrator, members with role admin and the list's owners may post to a
+    list under every policy (owners even without an entry in members.toml); the others as
+    the list's policy says: "members" and "moderated" its members, "club" any member,
+    "owners" nobody else.
+    """
+    reply = refusal_reply(club, mailing_list, address)
+    return None if reply is None else _reason(reply)
+
+
+def refusal_reply(club: Club, mailing_list: MailingList, address: str) -> str | None:
+    """The SMTP reply refusing *address* as a poster to *mailing_list*, or None if it may post."""
+    if is_privileged(club, mailing_list, address):
+        return None
+    shown = address or "<>"
+    list_address = mailing_list.address(club.site.domain)
+    if mailing_list.posting == "owners":
+        reason = f"{shown} may not post to {list_address}: only the list's owners may post"
+        return render(NOT_ALLOWED_TO_POST, reason=reason)
+    member = club.member(address) if address else None
+    if member is None:
+        where = club.site.site.name if mailing_list.posting == "club" else list_address
+        return render(NOT_A_MEMBER, sender=shown, list=where)
+    if mailing_list.posting == "club" or mailing_list.name in member.lists:
+        return None
+    reason = f"{shown} is not subscribed to {list_address}; only its members may post"
+    return render(NOT_ALLOWED_TO_POST, reason=reason)
+
+
+def is_privileged(club: Club, mailing_list: MailingList, address: str) -> bool:
+    """The site administrator, an admin member or one of the list's owners, by any of their addresses."""
+    if not address:
+        return False
+    member = club.member(address)
+    if member is not None and member.is_admin:
+        return True
+    addresses = (member.email, *member.aliases) if member else (address,)
+    admin = address_key(club.site.site.admin)
+    return any(address_key(a) == admin or mailing_list.is_owner(a) for a in addresses)
+
+
+# --- the rules ---------------------------------------------------------------
+
+
+def check_size(post: Post) -> Verdict | None:
+    """Catches what MAIL FROM's SIZE= did not announce; a limit of 0 means no limit."""
+    limit = post.club.site.listen.max_message_size
+    if limit == 0 or post.size <= limit:
+        return None
+    return _reject("size", render(TOO_LARGE, limit=limit))
+
+
+def check_loop(post: Post) -> Verdict | None:
+    """Our own List-Id or X-Loop on an incoming post means it went out and came back."""
+    own_id = list_id(post.mailing_list, post.club.site.domain).lower()
+    list_address = address_key(post.mailing_list.address(post.club.site.domain))
+    list_ids = [_angle_content(str(v)).lower() for v in post.message.get_all("List-Id", [])]
+    loop_addresses = [
+        address_key(a) for _, a in getaddresses([str(v) for v in post.message.get_all("X-Loop", [])])
+    ]
+    if own_id in list_ids or list_address in loop_addresses:
+        reason = f"mail loop: the message has already been through {list_address}"
+        return Verdict("discard", "loop", reason, DISCARDED)
+    return None
+
+
+def check_auto_submitted(post: Post) -> Verdict | None:
+    """Machines' mail (RFC 3834 auto-replies, bulk mail, vacation notices) is not a post."""
+    message = post.message
+    auto_submitted = message.get("Auto-Submitted")
+    precedence = str(message.get("Precedence", "")).strip().lower()
+    if auto_submitted is not None and str(auto_submitted).split(";")[0].strip().lower() != "no":
+        reason = f"automatic mail (Auto-Submitted: {auto_submitted}) is not posted"
+    elif precedence in _BULK_PRECEDENCE:
+        reason = f"bulk mail (Precedence: {precedence}) is not posted"
+    elif found := [name for name in _AUTOREPLY_HEADERS if name in message]:
+        reason = f"automatic replies ({found[0]}) are not posted"
+    else:
+        return None
+    return Verdict("discard", "auto_submitted", reason, DISCARDED)
+
+
+def check_member(post: Post) -> Verdict | None:
+    """Both the header From and the envelope sender must be allowed to post to the list."""
+    author = sole_address(post.message, "From")
+    if author is None:
+        reason = "the message must have exactly one address in its From header"
+        return _reject("member", render(NOT_ALLOWED_TO_POST, reason=reason))
+    for address in (author.addr_spec, post.envelope_sender):
+        reply = refusal_reply(post.club, post.mailing_list, address)
+        if reply is not None:
+            return _reject("member", reply)
+    return None
+
+
+def check_daily_limit(post: Post) -> Verdict | None:
+    """At most so many posts a day per author; a limit of 0 means no limit."""
+    own_limit = post.author.daily_limit if post.author else None
+    limit = post.club.site.posting.daily_limit if own_limit is None else own_limit
+    if limit == 0 or post.posts_today < limit:
+        return None
+    temporary = post.club.site.posting.daily_limit_reply == "temporary"
+    template = DAILY_LIMIT_TEMPORARY if temporary else DAILY_LIMIT_PERMANENT
+    return _reject("daily_limit", render(template, sender=_poster(post), limit=limit))
+
+
+def check_moderation(post: Post) -> Verdict | None:
+    """On a moderated list, posts wait for an owner; owners' and admins' own posts do not."""
+    if post.mailing_list.posting != "moderated":
+        return None
+    if is_privileged(post.club, post.mailing_list, _poster(post)):
+        return None
+    list_address = post.mailing_list.address(post.club.site.domain)
+    reason = f"{list_address} is moderated: the post waits for an owner's approval"
+    return Verdict("hold", "moderation", reason, HELD)
+
+
+RULES: tuple[Rule, ...] = (
+    Rule("size", "refuse messages larger than listen.max_message_size", check_size),
+    Rule("loop", "discard posts that already carry this list's List-Id or X-Loop", check_loop),
+    Rule("auto_submitted", "discard auto-replies and bulk mail (RFC 3834, Precedence)", check_auto_submitted),
+    Rule("member", "refuse posts from anyone the list's posting policy does not allow", check_member),
+    Rule("daily_limit", "refuse posts beyond the author's daily limit", check_daily_limit),
+    Rule("moderation", "hold posts to moderated lists for the owners", check_moderation),
+)
+
+
+ACCEPTED = Verdict("accept", "", "no rule objected", OK_QUEUED)
+
+
+def evaluate(post: Post, rules: Sequence[Rule] = RULES) -> Verdict:
+    """Run *rules* in order; the first verdict wins, and none means accept.
+
+    A rule that raises is not caught here: the caller answers 451 and the sender retries,
+    which loses nothing.
+    """
+    for rule in rules:
+        verdict = rule.check(post)
+        if verdict is not None:
+            return verdict
+    return ACCEPTED
+
+
+# --- helpers -----------------------------------------------------------------
+
+
+def _reject(rule: str, reply: str) -> Verdict:
+    return Verdict("reject", rule, _reason(reply), reply)
+
+
+def _reason(reply: str) -> str:
+    """The text of a reply line, after its code and enhanced status."""
+    return reply.split(" ", 2)[2]
+
+
+def _poster(post: Post) -> str:
+    """The address the post comes from, as its author wrote it."""
+    author = sole_address(post.message, "From")
+    return author.addr_spec if author is not None else post.envelope_sender
+
+
+def _angle_content(value: str) -> str:
+    """``list.example.org`` from ``Title <list.example.org>`` (RFC 2919); the value if it has no brackets."""
+    start, end = value.rfind("<"), value.rfind(">")
+    return value[start + 1 : end].strip() if 0 <= start < end else value.strip()

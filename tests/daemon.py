@@ -1,0 +1,98 @@
+"""A real ``clublist run`` subprocess on an ephemeral port, with its log collected."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from conftest import CLUBLIST
+
+_LISTENING = re.compile(r"listening on (\S+):(\d+)")
+
+
+class DaemonProcess:
+    """Start with ``with DaemonProcess(club_dir, state, smarthost=...) as daemon:``."""
+
+    def __init__(
+        self, club_dir: Path, state: Path, *, smarthost: str | None = None, extra: list[str] = ()
+    ) -> None:
+        self.args = [
+            CLUBLIST,
+            "--dir",
+            str(club_dir),
+            "--state",
+            str(state),
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "plain",
+            *extra,
+        ]
+        if smarthost:
+            self.args += ["--smarthost", smarthost]
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        self.port = 0
+
+    def start(self) -> DaemonProcess:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.process = subprocess.Popen(self.args, stderr=subprocess.PIPE, text=True, env=env)
+        threading.Thread(target=self._read, daemon=True).start()
+        line = self.wait_for_log(lambda text: _LISTENING.search(text) is not None, timeout=30)
+        match = _LISTENING.search(line)
+        assert match, "\n".join(self.lines)
+        self.port = int(match[2])
+        return self
+
+    def __enter__(self) -> DaemonProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout=60)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait()
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait(timeout=30)
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            with self._changed:
+                self.lines.append(line.rstrip("\n"))
+                self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()
+
+    def wait_for_log(self, predicate: Callable[[str], bool], timeout: float = 30, start: int = 0) -> str:
+        """The first log line (from index *start*) for which *predicate* holds; fails at the deadline."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                for line in self.lines[start:]:
+                    if predicate(line):
+                        return line
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or (self.process.poll() is not None and not remaining):
+                    raise AssertionError("log line not seen; log so far:\n" + "\n".join(self.lines))
+                if self.process.poll() is not None:
+                    raise AssertionError(
+                        f"clublist run exited {self.process.returncode}:\n" + "\n".join(self.lines)
+                    )
+                self._changed.wait(min(remaining, 0.5))

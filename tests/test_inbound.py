@@ -1,0 +1,295 @@
+"""Inbound through a real ``clublist run``: who may send what, and what a post looks like when it leaves."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import smtplib
+import ssl
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trustme
+from conftest import Runner
+from daemon import DaemonProcess
+from mta import RemoteMTA
+
+from clublist import actions
+from clublist.actions import Actor
+from clublist.store import Store
+
+POST = (
+    "From: Anna <anna@example.org>\r\nTo: youth@myclub.org\r\nSubject: Training tonight\r\n"
+    "Message-ID: <p1@example.org>\r\n\r\nBring shoes.\r\n"
+)
+
+
+@pytest.fixture
+def club(store: Store) -> Store:
+    admin = Actor.shell()
+    actions.list_create(store, admin, "trainer", owners=["tom@example.org"])
+    actions.member_add(store, admin, "anna@example.org", "Anna", ("youth",))
+    actions.member_add(
+        store, admin, "ben@example.org", "Ben", ("youth", "trainer"), aliases=("ben@work.example",)
+    )
+    actions.member_add(store, admin, "tom@example.org", "Tom", ("trainer",))
+    actions.member_add(store, admin, "off@example.org", "Off", ("youth",))
+    actions.member_set(store, admin, "off@example.org", actions.MemberChanges(enable=False))
+    return store
+
+
+@pytest.fixture
+def sink() -> Iterator[RemoteMTA]:
+    with RemoteMTA() as server:
+        yield server
+
+
+@pytest.fixture
+def daemon(club: Store, club_dir: Path, tmp_path: Path, sink: RemoteMTA) -> Iterator[DaemonProcess]:
+    with DaemonProcess(club_dir, tmp_path / "var" / "state.sqlite3", smarthost=f"127.0.0.1:{sink.port}") as d:
+        yield d
+
+
+def smtp(daemon: DaemonProcess) -> smtplib.SMTP:
+    return smtplib.SMTP("127.0.0.1", daemon.port, timeout=30)
+
+
+def test_member_post_reaches_every_member_with_list_headers(daemon: DaemonProcess, sink: RemoteMTA) -> None:
+    with smtp(daemon) as client:
+        refused = client.sendmail("anna@example.org", ["youth@myclub.org"], POST)
+    assert refused == {}
+    assert sink.wait_for(lambda s: len(s.delivered) == 2)
+    assert sink.delivered == {"anna@example.org", "ben@example.org"}  # off@ has delivery disabled
+    (transaction,) = sink.transactions
+    assert transaction.mail_from == "bounces@myclub.org"
+    message = transaction.message
+    assert message["List-Id"] == "Youth <youth.myclub.org>"
+    assert message["List-Post"] == "<mailto:youth@myclub.org>"
+    assert message["List-Unsubscribe"] == "<mailto:bot@myclub.org?subject=unsubscribe%20youth>"
+    assert message["List-Help"] == "<mailto:bot@myclub.org?subject=help>"
+    assert message["List-Owner"] == "<mailto:youth-owner@myclub.org>"
+    assert message["Precedence"] == "list"
+    assert message["X-Loop"] == "youth@myclub.org"
+    assert message["Subject"] == "[Youth] Training tonight"
+    assert message["From"] == "Anna via Youth <youth@myclub.org>"
+    assert message["Reply-To"] == "Anna <anna@example.org>"
+    assert message["Message-ID"] == "<p1@example.org>"
+    assert message["Received"].startswith("from ")
+    assert message.get_content().strip() == "Bring shoes."
+
+
+def test_non_member_is_refused_at_rcpt(daemon: DaemonProcess, sink: RemoteMTA) -> None:
+    with smtp(daemon) as client:
+        client.ehlo()
+        client.mail("stranger@example.com")
+        code, text = client.rcpt("youth@myclub.org")
+    assert code == 550 and text.startswith(b"5.7.1") and b"not a member" in text
+
+
+def test_member_of_another_list_is_refused(daemon: DaemonProcess) -> None:
+    with smtp(daemon) as client:
+        client.ehlo()
+        client.mail("tom@example.org")
+        code, text = client.rcpt("youth@myclub.org")
+    assert code == 550 and text.startswith(b"5.7.1")
+
+
+def test_an_alias_may_post_as_its_member(daemon: DaemonProcess, sink: RemoteMTA) -> None:
+    post = POST.replace("Anna <anna@example.org>", "Ben <ben@work.example>")
+    with smtp(daemon) as client:
+        client.sendmail("ben@work.example", ["youth@myclub.org"], post)
+    assert sink.wait_for(lambda s: len(s.delivered) == 2)
+
+
+def test_header_from_of_a_stranger_is_refused_at_data(daemon: DaemonProcess, sink: RemoteMTA) -> None:
+    post = POST.replace("Anna <anna@example.org>", "Mallory <mallory@evil.example>")
+    with smtp(daemon) as client, pytest.raises(smtplib.SMTPDataError) as refused:
+        client.sendmail("anna@example.org", ["youth@myclub.org"], post)
+    assert refused.value.smtp_code == 550
+
+
+RELAY_TRICKS = [
+    "someone@gmail.com",
+    "youth%gmail.com@myclub.org",
+    "youth@gmail.com@myclub.org",
+    "@myclub.org:someone@gmail.com",
+    '"youth@gmail.com"@myclub.org',
+    "youth@[127.0.0.1]",
+    "youth@myclub.org.",
+    "YOUTH@MyClub.ORG.evil.example",
+    "youth@sub.myclub.org",
+]
+
+
+@pytest.mark.parametrize("recipient", RELAY_TRICKS)
+def test_relay_tricks_are_refused_at_rcpt(daemon: DaemonProcess, recipient: str) -> None:
+    with smtp(daemon) as client:
+        client.ehlo()
+        client.mail("anna@example.org")
+        code, _text = client.rcpt(recipient)
+    assert code in (550, 553)  # 553: aiosmtpd itself refuses what does not parse as an address
+
+
+def test_odd_case_reaches_the_list(daemon: DaemonProcess, sink: RemoteMTA) -> None:
+    with smtp(daemon) as client:
+        client.sendmail("Anna@Example.ORG", ["YOUTH@MyClub.Org"], POST)
+    assert sink.wait_for(lambda s: len(s.delivered) == 2)
+
+
+@pytest.mark.skipif(shutil.which("swaks") is None, reason="swaks is installed by .ci/run")
+def test_swaks_sees_relay_and_stranger_refused(daemon: DaemonProcess, sink: RemoteMTA) -> None:
+    def swaks(sender: str, recipient: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                "swaks",
+                "--server",
+                f"127.0.0.1:{daemon.port}",
+                "--from",
+                sender,
+                "--to",
+                recipient,
+                "--header",
+                "From: Anna <anna@example.org>",
+                "--body",
+                "hello",
+                "--timeout",
+                "20",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    relay = swaks("anna@example.org", "victim@gmail.com")
+    assert relay.returncode != 0 and "<** 550 5.7.1" in relay.stdout
+    stranger = swaks("stranger@example.com", "youth@myclub.org")
+    assert stranger.returncode != 0 and "<** 550 5.7.1" in stranger.stdout
+    member = swaks("anna@example.org", "youth@myclub.org")
+    assert member.returncode == 0, member.stdout
+    assert sink.wait_for(lambda s: len(s.delivered) == 2)
+
+
+def test_postmaster_takes_mail_from_anyone_for_the_administrator(
+    daemon: DaemonProcess, sink: RemoteMTA
+) -> None:
+    with smtp(daemon) as client:
+        client.sendmail("", ["postmaster@myclub.org"], "From: x@y.example\r\nSubject: hi\r\n\r\nhello\r\n")
+    assert sink.wait_for(lambda s: "admin@myclub.org" in s.delivered)
+
+
+def test_owner_address_reaches_the_owners(daemon: DaemonProcess, sink: RemoteMTA) -> None:
+    with smtp(daemon) as client:
+        client.sendmail("stranger@example.com", ["trainer-owner@myclub.org"], "Subject: hi\r\n\r\nhello\r\n")
+    assert sink.wait_for(lambda s: s.delivered == {"tom@example.org"})
+
+
+def test_null_sender_to_a_list_is_refused(daemon: DaemonProcess) -> None:
+    with smtp(daemon) as client:
+        client.ehlo()
+        client.mail("")
+        code, _ = client.rcpt("youth@myclub.org")
+    assert code == 550
+
+
+def test_cross_post_reaches_a_member_of_both_lists_once(daemon: DaemonProcess, sink: RemoteMTA) -> None:
+    post = POST.replace("Anna <anna@example.org>", "Ben <ben@example.org>")
+    with smtp(daemon) as client:
+        client.sendmail("ben@example.org", ["youth@myclub.org", "trainer@myclub.org"], post)
+    assert sink.wait_for(lambda s: s.received_count >= 3)
+    recipients = [r for t in sink.transactions for r in t.rcpt_tos]
+    assert sorted(recipients) == ["anna@example.org", "ben@example.org", "tom@example.org"]
+
+
+def test_loop_and_auto_replies_are_discarded(daemon: DaemonProcess, sink: RemoteMTA) -> None:
+    looped = "List-Id: Youth <youth.myclub.org>\r\n" + POST
+    auto = "Auto-Submitted: auto-replied\r\n" + POST
+    with smtp(daemon) as client:
+        assert client.sendmail("anna@example.org", ["youth@myclub.org"], looped) == {}
+        assert client.sendmail("anna@example.org", ["youth@myclub.org"], auto) == {}
+        client.sendmail("anna@example.org", ["youth@myclub.org"], POST.replace("p1@", "p2@"))
+    assert sink.wait_for(lambda s: len(s.transactions) == 1)
+    daemon.wait_for_log(lambda line: "discarded" in line)
+    assert [t.message["Message-ID"] for t in sink.transactions] == ["<p2@example.org>"]
+
+
+def test_too_large_is_refused(
+    club: Store, club_dir: Path, tmp_path: Path, sink: RemoteMTA, cli: Runner
+) -> None:
+    cli("config", "set", "listen.max_message_size", "2000")
+    with (
+        DaemonProcess(club_dir, tmp_path / "state.sqlite3", smarthost=f"127.0.0.1:{sink.port}") as daemon,
+        smtp(daemon) as client,
+        pytest.raises(smtplib.SMTPException) as refused,
+    ):
+        client.sendmail("anna@example.org", ["youth@myclub.org"], POST + "x" * 5000 + "\r\n")
+    assert "552" in str(refused.value)
+
+
+def test_edits_to_members_take_effect_without_restart(
+    daemon: DaemonProcess, sink: RemoteMTA, cli: Runner
+) -> None:
+    mark = len(daemon.lines)
+    cli("member", "add", "carl@example.org", "--list", "youth")
+    daemon.wait_for_log(lambda line: "reloaded lists.d" in line, start=mark)
+    post = POST.replace("Anna <anna@example.org>", "Carl <carl@example.org>")
+    with smtp(daemon) as client:
+        client.sendmail("carl@example.org", ["youth@myclub.org"], post)
+    assert sink.wait_for(lambda s: s.delivered == {"anna@example.org", "ben@example.org", "carl@example.org"})
+
+
+def test_broken_members_file_keeps_the_last_good_version(
+    daemon: DaemonProcess, sink: RemoteMTA, club_dir: Path
+) -> None:
+    mark = len(daemon.lines)
+    path = club_dir / "members.toml"
+    path.write_text(path.read_text() + "\n[[member]\nemail = broken\n")
+    line = daemon.wait_for_log(lambda text: "not reloaded" in text, start=mark)
+    assert "members.toml:" in line
+    with smtp(daemon) as client:
+        client.sendmail("anna@example.org", ["youth@myclub.org"], POST)
+    assert sink.wait_for(lambda s: len(s.delivered) == 2)
+
+
+def test_moderated_post_is_held_then_approved(
+    daemon: DaemonProcess, sink: RemoteMTA, cli: Runner, tmp_path: Path
+) -> None:
+    cli("list", "set", "youth", "posting", "moderated")
+    cli("list", "set", "youth", "owners", "ben@example.org")
+    state = ["--state", str(tmp_path / "var" / "state.sqlite3")]
+    mark = len(daemon.lines)
+    daemon.wait_for_log(lambda line: "reloaded lists.d" in line, start=mark)
+    with smtp(daemon) as client:
+        client.sendmail("anna@example.org", ["youth@myclub.org"], POST)
+    assert sink.wait_for(lambda s: s.delivered == {"ben@example.org"})  # the owner's notice
+    notice = sink.transactions[0].message
+    assert notice["Subject"] == "Held for approval: Training tonight"
+    (held,) = json.loads(cli(*state, "held", "ls", "--json").stdout)
+    assert held["list_name"] == "youth" and held["author"] == "anna@example.org"
+    cli(*state, "held", "approve", str(held["id"]))
+    assert sink.wait_for(lambda s: s.received_count == 3)
+    assert json.loads(cli(*state, "held", "ls", "--json").stdout) == []
+
+
+def test_starttls_is_offered_and_recorded_in_received(
+    club: Store, club_dir: Path, tmp_path: Path, sink: RemoteMTA, cli: Runner
+) -> None:
+    ca = trustme.CA()
+    cert = ca.issue_cert("myclub.org")
+    cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "cert.pem"))
+    cli("config", "set", "tls.cert", str(tmp_path / "cert.pem"))
+    cli("config", "set", "tls.require", "true")
+    with DaemonProcess(club_dir, tmp_path / "state.sqlite3", smarthost=f"127.0.0.1:{sink.port}") as daemon:
+        with smtp(daemon) as client:
+            client.ehlo()
+            code, _text = client.mail("anna@example.org")
+            assert code == 530
+            context = ssl.create_default_context()
+            ca.configure_trust(context)
+            context.check_hostname = False
+            client.starttls(context=context)
+            client.sendmail("anna@example.org", ["youth@myclub.org"], POST)
+        assert sink.wait_for(lambda s: len(s.delivered) == 2)
+    received = sink.transactions[0].message["Received"]
+    assert "ESMTPS" in received and "TLSv1." in received and "cipher" in received

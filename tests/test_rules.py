@@ -1,0 +1,363 @@
+"""The posting rules at DATA and the posting policy, on a real Club built in memory."""
+
+from __future__ import annotations
+
+import email
+from email.message import EmailMessage
+from email.policy import default
+
+import pytest
+
+from clublist import replies
+from clublist.model import ListenSection, MailingList, Member, PostingSection, Site, SiteSection
+from clublist.rules import RULES, Post, Rule, Verdict, evaluate, may_post, refusal_reply
+from clublist.store import Club
+
+YOUTH = MailingList("youth", title="Youth", posting="members", owners=("Coach@Myclub.org",))
+TEAM = MailingList("team", posting="club")
+BOARD = MailingList("board", posting="owners", owners=("chair@myclub.org",))
+TRAINER = MailingList("trainer", posting="moderated", owners=("coach@myclub.org",))
+
+ANNA = Member("anna@gmail.com", name="Anna", lists=("youth", "trainer"), aliases=("anna@work.example",))
+BEN = Member("ben@example.org", name="Ben", lists=("youth", "trainer"), daily_limit=5)
+CARL = Member("carl@example.org", name="Carl", lists=())
+DORA = Member("dora@example.org", name="Dora", lists=(), role="admin")
+STRANGER = "spammer@example.net"
+
+
+def make_club(**posting: object) -> Club:
+    site = Site(
+        site=SiteSection(domain="myclub.org", name="My Club", admin="Admin@MyClub.org"),
+        listen=ListenSection(max_message_size=2000),
+        posting=PostingSection(**posting),  # type: ignore[arg-type]
+    )
+    lists = {m.name: m for m in (YOUTH, TEAM, BOARD, TRAINER)}
+    return Club.build(site, lists, [ANNA, BEN, CARL, DORA])
+
+
+@pytest.fixture
+def club() -> Club:
+    return make_club(daily_limit=3)
+
+
+def message(
+    author: str = "Anna <anna@gmail.com>", *headers: str, to: str = "youth@myclub.org"
+) -> EmailMessage:
+    lines = [f"From: {author}"] if author else []
+    lines += [f"To: {to}", "Subject: Training on Friday", "Message-ID: <1@gmail.com>", *headers]
+    raw = ("\r\n".join(lines) + "\r\n\r\nSee you there.\r\n").encode()
+    return email.message_from_bytes(raw, policy=default)  # type: ignore[return-value]
+
+
+def post(
+    club: Club,
+    msg: EmailMessage | None = None,
+    *,
+    sender: str = "anna@gmail.com",
+    mailing_list: MailingList = YOUTH,
+    size: int = 500,
+    posts_today: int = 0,
+) -> Post:
+    msg = message() if msg is None else msg
+    addresses = msg["From"].addresses if msg["From"] else ()
+    author = club.member(addresses[0].addr_spec if len(addresses) == 1 else sender)
+    return Post(msg, size, sender, mailing_list, club, author, posts_today)
+
+
+def check(name: str, the_post: Post) -> Verdict | None:
+    (rule,) = [r for r in RULES if r.name == name]
+    verdict = rule.check(the_post)
+    assert verdict is None or verdict.rule == name
+    return verdict
+
+
+# --- the posting policy ------------------------------------------------------
+
+
+def test_list_members_may_post_to_a_members_list(club: Club) -> None:
+    assert may_post(club, YOUTH, "anna@gmail.com") is None
+    assert may_post(club, YOUTH, "ben@example.org") is None
+
+
+def test_an_alias_counts_in_any_case(club: Club) -> None:
+    assert may_post(club, YOUTH, "Anna@WORK.example") is None
+    assert may_post(club, YOUTH, "ANNA@gmail.com") is None
+
+
+def test_club_member_not_on_the_list_may_not_post_to_a_members_list(club: Club) -> None:
+    reason = may_post(club, YOUTH, "carl@example.org")
+    assert reason == "carl@example.org is not subscribed to youth@myclub.org; only its members may post"
+    assert refusal_reply(club, YOUTH, "carl@example.org") == f"550 5.7.1 {reason}"
+
+
+def test_non_member_is_refused_as_not_a_member(club: Club) -> None:
+    assert may_post(club, YOUTH, STRANGER) == (
+        "spammer@example.net is not a member of youth@myclub.org; only members may post"
+    )
+    assert refusal_reply(club, YOUTH, STRANGER) == replies.render(
+        replies.NOT_A_MEMBER, sender=STRANGER, list="youth@myclub.org"
+    )
+
+
+def test_null_sender_is_not_a_member(club: Club) -> None:
+    assert may_post(club, YOUTH, "") == "<> is not a member of youth@myclub.org; only members may post"
+
+
+def test_club_policy_lets_any_member_post(club: Club) -> None:
+    assert may_post(club, TEAM, "carl@example.org") is None
+    assert may_post(club, TEAM, "anna@work.example") is None
+    assert may_post(club, TEAM, STRANGER) == (
+        "spammer@example.net is not a member of My Club; only members may post"
+    )
+
+
+def test_owners_policy_lets_only_owners_post(club: Club) -> None:
+    assert may_post(club, BOARD, "CHAIR@myclub.org") is None  # an owner need not be in members.toml
+    assert may_post(club, BOARD, "anna@gmail.com") == (
+        "anna@gmail.com may not post to board@myclub.org: only the list's owners may post"
+    )
+    assert may_post(club, BOARD, STRANGER) is not None
+
+
+def test_owners_may_post_under_every_policy(club: Club) -> None:
+    assert may_post(club, YOUTH, "coach@myclub.org") is None  # owner, not a member
+    assert may_post(club, TRAINER, "coach@myclub.org") is None
+
+
+def test_an_owner_may_post_from_an_alias(club: Club) -> None:
+    owned = MailingList("board2", posting="owners", owners=("anna@gmail.com",))
+    assert may_post(club, owned, "anna@work.example") is None
+
+
+def test_moderated_list_lets_its_members_send(club: Club) -> None:
+    assert may_post(club, TRAINER, "ben@example.org") is None
+    assert may_post(club, TRAINER, "carl@example.org") is not None
+
+
+def test_site_admin_and_admin_members_may_post_everywhere(club: Club) -> None:
+    for mailing_list in (YOUTH, TEAM, BOARD, TRAINER):
+        assert may_post(club, mailing_list, "admin@myclub.org") is None  # only in club.toml
+        assert may_post(club, mailing_list, "dora@example.org") is None  # role admin
+
+
+# --- size ----------------------------------------------------------------------
+
+
+def test_size_rejects_a_post_over_the_limit(club: Club) -> None:
+    verdict = check("size", post(club, size=2001))
+    assert verdict is not None and verdict.action == "reject"
+    assert verdict.reply == "552 5.3.4 Message too big (limit 2000 bytes)"
+
+
+def test_size_accepts_a_post_at_the_limit(club: Club) -> None:
+    assert check("size", post(club, size=2000)) is None
+
+
+def test_size_limit_zero_means_no_limit() -> None:
+    club = make_club()
+    unlimited = Club.build(
+        Site(site=club.site.site, listen=ListenSection(max_message_size=0)), club.lists, club.members
+    )
+    assert check("size", post(unlimited, size=10**9)) is None
+
+
+# --- loop ----------------------------------------------------------------------
+
+
+def test_loop_discards_a_post_carrying_our_list_id(club: Club) -> None:
+    msg = message("Anna <anna@gmail.com>", "List-Id: Youth <Youth.MyClub.org>")
+    verdict = check("loop", post(club, msg))
+    assert verdict is not None and verdict.action == "discard"
+    assert verdict.reply == replies.DISCARDED
+    assert "loop" in verdict.reason
+
+
+def test_loop_discards_a_post_carrying_our_x_loop(club: Club) -> None:
+    msg = message("Anna <anna@gmail.com>", "X-Loop: YOUTH@myclub.org")
+    verdict = check("loop", post(club, msg))
+    assert verdict is not None and verdict.action == "discard"
+
+
+def test_loop_ignores_another_lists_headers(club: Club) -> None:
+    msg = message(
+        "Anna <anna@gmail.com>",
+        "List-Id: Federation news <news.federation.org>",
+        "X-Loop: news@federation.org",
+        "List-Id: <trainer.myclub.org>",
+    )
+    assert check("loop", post(club, msg)) is None
+
+
+# --- auto_submitted --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "Auto-Submitted: auto-replied",
+        "Auto-Submitted: auto-generated; owner-email=x@example.org",
+        "Precedence: bulk",
+        "Precedence: Junk",
+        "Precedence: list",
+        "X-Autoreply: yes",
+        "X-Autorespond: Out of office",
+    ],
+)
+def test_auto_submitted_discards_machine_mail(club: Club, header: str) -> None:
+    verdict = check("auto_submitted", post(club, message("Anna <anna@gmail.com>", header)))
+    assert verdict is not None and verdict.action == "discard"
+    assert verdict.reply == replies.DISCARDED
+    assert header.split(":")[0] in verdict.reason
+
+
+@pytest.mark.parametrize("header", ["Auto-Submitted: no", "Auto-Submitted: No ", "Precedence: first-class"])
+def test_auto_submitted_lets_people_through(club: Club, header: str) -> None:
+    assert check("auto_submitted", post(club, message("Anna <anna@gmail.com>", header))) is None
+
+
+# --- member ----------------------------------------------------------------------
+
+
+def test_member_accepts_a_member_from_their_alias(club: Club) -> None:
+    assert check("member", post(club, sender="Anna@Work.example")) is None
+
+
+def test_member_rejects_a_header_from_that_is_not_a_member(club: Club) -> None:
+    verdict = check("member", post(club, message(f"Spam <{STRANGER}>"), sender="anna@gmail.com"))
+    assert verdict is not None and verdict.action == "reject"
+    assert verdict.reply == f"550 5.7.1 {STRANGER} is not a member of youth@myclub.org; only members may post"
+    assert verdict.reason == verdict.reply[10:]
+
+
+def test_member_rejects_an_envelope_sender_that_is_not_a_member(club: Club) -> None:
+    verdict = check("member", post(club, sender=STRANGER))
+    assert verdict is not None and verdict.action == "reject"
+    assert STRANGER in verdict.reply
+
+
+def test_member_rejects_the_null_sender(club: Club) -> None:
+    verdict = check("member", post(club, sender=""))
+    assert verdict is not None and verdict.reply.startswith("550 5.7.1 <> is not a member")
+
+
+def test_member_rejects_a_club_member_not_on_the_list(club: Club) -> None:
+    verdict = check("member", post(club, message("Carl <carl@example.org>"), sender="carl@example.org"))
+    assert verdict is not None and "not subscribed to youth@myclub.org" in verdict.reply
+
+
+@pytest.mark.parametrize(
+    "author", ["", "Anna <anna@gmail.com>, Ben <ben@example.org>", "undisclosed-recipients:;"]
+)
+def test_member_rejects_a_post_without_exactly_one_from_address(club: Club, author: str) -> None:
+    verdict = check("member", post(club, message(author)))
+    assert verdict is not None and verdict.action == "reject"
+    assert "exactly one address in its From" in verdict.reason
+
+
+def test_member_rejects_a_second_from_header(club: Club) -> None:
+    msg = message("Anna <anna@gmail.com>", f"From: {STRANGER}")
+    verdict = check("member", post(club, msg))
+    assert verdict is not None and verdict.action == "reject"
+
+
+# --- daily_limit ---------------------------------------------------------------
+
+
+def test_daily_limit_defers_at_the_site_limit(club: Club) -> None:
+    verdict = check("daily_limit", post(club, posts_today=3))
+    assert verdict is not None and verdict.action == "reject"
+    assert verdict.reply == (
+        "450 4.7.1 anna@gmail.com has reached the limit of 3 posts a day; please try again tomorrow"
+    )
+
+
+def test_daily_limit_allows_posts_below_the_limit(club: Club) -> None:
+    assert check("daily_limit", post(club, posts_today=2)) is None
+
+
+def test_daily_limit_can_refuse_permanently() -> None:
+    club = make_club(daily_limit=3, daily_limit_reply="permanent")
+    verdict = check("daily_limit", post(club, posts_today=3))
+    assert verdict is not None and verdict.reply.startswith("550 5.7.1 anna@gmail.com has reached the limit")
+
+
+def test_a_members_own_limit_overrides_the_sites(club: Club) -> None:
+    ben = message("Ben <ben@example.org>")
+    assert check("daily_limit", post(club, ben, sender="ben@example.org", posts_today=4)) is None
+    verdict = check("daily_limit", post(club, ben, sender="ben@example.org", posts_today=5))
+    assert verdict is not None and "limit of 5 posts" in verdict.reason
+
+
+def test_daily_limit_zero_means_no_limit() -> None:
+    assert check("daily_limit", post(make_club(daily_limit=0), posts_today=10_000)) is None
+    club = make_club(daily_limit=3)
+    unlimited = Club.build(club.site, club.lists, [Member("anna@gmail.com", lists=("youth",), daily_limit=0)])
+    assert check("daily_limit", post(unlimited, posts_today=10_000)) is None
+
+
+# --- moderation ------------------------------------------------------------------
+
+
+def test_moderation_holds_a_members_post(club: Club) -> None:
+    msg = message("Ben <ben@example.org>", to="trainer@myclub.org")
+    verdict = check("moderation", post(club, msg, sender="ben@example.org", mailing_list=TRAINER))
+    assert verdict is not None and verdict.action == "hold"
+    assert verdict.reply == replies.HELD
+    assert "trainer@myclub.org is moderated" in verdict.reason
+
+
+@pytest.mark.parametrize("author", ["coach@myclub.org", "admin@myclub.org", "dora@example.org"])
+def test_moderation_does_not_hold_owners_and_admins(club: Club, author: str) -> None:
+    msg = message(f"<{author}>", to="trainer@myclub.org")
+    assert check("moderation", post(club, msg, sender=author, mailing_list=TRAINER)) is None
+
+
+def test_moderation_leaves_other_lists_alone(club: Club) -> None:
+    assert check("moderation", post(club)) is None
+
+
+# --- evaluate --------------------------------------------------------------------
+
+
+def test_rules_run_in_the_documented_order() -> None:
+    names = [rule.name for rule in RULES]
+    assert names == ["size", "loop", "auto_submitted", "member", "daily_limit", "moderation"]
+    assert all(rule.description and "\n" not in rule.description for rule in RULES)
+
+
+def test_a_good_post_is_accepted(club: Club) -> None:
+    verdict = evaluate(post(club))
+    assert verdict.action == "accept"
+    assert verdict.reply.format(queue_id="Q1") == "250 2.0.0 Message accepted for delivery, queued as Q1"
+
+
+def test_the_first_rule_with_a_verdict_wins(club: Club) -> None:
+    too_big_from_a_stranger = post(club, message(f"<{STRANGER}>"), sender=STRANGER, size=5000)
+    assert evaluate(too_big_from_a_stranger).rule == "size"
+    looping_auto_reply = post(
+        club, message("<anna@gmail.com>", "Auto-Submitted: auto-replied", "X-Loop: youth@myclub.org")
+    )
+    assert evaluate(looping_auto_reply).rule == "loop"
+    auto_reply_from_a_stranger = post(club, message(f"<{STRANGER}>", "Precedence: junk"), sender=STRANGER)
+    assert evaluate(auto_reply_from_a_stranger).action == "discard"
+    stranger_on_moderated_list = post(club, message(f"<{STRANGER}>"), sender=STRANGER, mailing_list=TRAINER)
+    assert evaluate(stranger_on_moderated_list).rule == "member"
+    over_limit_on_moderated_list = post(club, mailing_list=TRAINER, posts_today=3)
+    assert evaluate(over_limit_on_moderated_list).rule == "daily_limit"
+    assert evaluate(post(club, mailing_list=TRAINER)).action == "hold"
+
+
+def test_evaluate_runs_the_rules_it_is_given(club: Club) -> None:
+    held = Verdict("hold", "always", "testing", replies.HELD)
+    assert evaluate(post(club), [Rule("always", "hold everything", lambda p: held)]) is held
+    assert evaluate(post(club, size=10**9), []).action == "accept"
+
+
+def test_a_raising_rule_propagates_to_the_caller(club: Club) -> None:
+    def broken(the_post: Post) -> Verdict | None:
+        raise RuntimeError("database is locked")
+
+    rules = (RULES[0], Rule("broken", "raises", broken), *RULES[1:])
+    with pytest.raises(RuntimeError, match="database is locked"):
+        evaluate(post(club), rules)
+    assert evaluate(post(club, size=5000), rules).rule == "size"  # rules before it still decide

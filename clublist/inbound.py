@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
@@ -88,6 +88,24 @@ def _printable(text: str) -> str:
     return "".join(c if c.isprintable() else "?" for c in text)[:200]
 
 
+CommitJob = Callable[[sqlite3.Connection], str]
+
+
+class MailProcessor(Protocol):
+    """What handles mail to bot@/LIST-request@ (the bot) or to the bounce addresses.
+
+    ``refuse`` runs at RCPT; ``process`` runs at DATA and returns a job for
+    the commit transaction (it may do its own work first, such as running
+    a command), whose return value is a note for the log.
+    """
+
+    def refuse(self, club: Club, target: Target, sender: str) -> str | None: ...
+
+    async def process(
+        self, club: Club, target: Target, sender: str, message: bytes, now: float
+    ) -> CommitJob: ...
+
+
 @dataclass
 class SessionLimits:
     """Open connections, counted across all sessions."""
@@ -132,6 +150,7 @@ class Accepted:
     held_reason: str = ""
     author: str = ""
     subject: str = ""
+    job: CommitJob | None = None
 
 
 class InboundHandler:
@@ -147,6 +166,7 @@ class InboundHandler:
         on_queued: Callable[[], None],
         hostname: str,
         rules_in_force: Sequence[rules.Rule] = rules.RULES,
+        processors: dict[str, MailProcessor] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.club = club
@@ -156,6 +176,7 @@ class InboundHandler:
         self.on_queued = on_queued
         self.hostname = hostname
         self.rules = rules_in_force
+        self.processors = processors or {}
         self.clock = clock
         self.in_progress = 0  # messages between end of DATA and their reply
 
@@ -178,7 +199,7 @@ class InboundHandler:
             envelope.mail_options.extend(mail_options)
             envelope.clublist_club = self.club()  # type: ignore[attr-defined]  # one snapshot per transaction
             envelope.clublist_targets = []  # type: ignore[attr-defined]
-            return "250 2.1.0 OK"
+            return replies.SENDER_OK
         except Exception:
             log.exception("internal error at MAIL FROM")
             return replies.TEMPORARY_FAILURE
@@ -202,7 +223,7 @@ class InboundHandler:
             envelope.rcpt_tos.append(address)
             envelope.rcpt_options.extend(rcpt_options)
             targets.append(target)
-            return "250 2.1.5 OK"
+            return replies.RECIPIENT_OK
         except Exception:
             log.exception("internal error at RCPT TO")
             return replies.TEMPORARY_FAILURE
@@ -212,7 +233,10 @@ class InboundHandler:
         if target.kind in ("admin", "owner"):
             return None  # postmaster@ and the owners must always be reachable
         if target.kind in ("bot", "bounce"):
-            return replies.UNKNOWN_RECIPIENT.format(address=target.address)
+            processor = self.processors.get(target.kind)
+            if processor is None:
+                return replies.UNKNOWN_RECIPIENT.format(address=target.address)
+            return processor.refuse(club, target, sender)
         if not sender:
             return replies.NULL_SENDER_NOT_ALLOWED
         assert target.mailing_list is not None
@@ -248,6 +272,10 @@ class InboundHandler:
                     return result
                 if result is not None:
                     accepted.append(result)
+            elif target.kind in self.processors:
+                processor = self.processors[target.kind]
+                job = await processor.process(club, target, _sender(envelope), raw, self.clock())
+                accepted.append(Accepted(target.kind, target, job=job))
             else:
                 accepted.append(self._forward(club, target, raw, received))
         if not accepted:
@@ -327,7 +355,9 @@ class InboundHandler:
             ids = []
             for item in accepted:
                 mailing_list = item.target.mailing_list
-                if item.kind == "held":
+                if item.job is not None:
+                    ids.append(item.job(conn))
+                elif item.kind == "held":
                     assert mailing_list is not None
                     held_id = moderation.hold(
                         conn,

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from clublist import delivery, queue, rules, state
 from clublist.errors import ClublistError
-from clublist.inbound import InboundHandler, Listener, SessionLimits
+from clublist.inbound import InboundHandler, Listener, MailProcessor, SessionLimits
 from clublist.model import Site
 from clublist.store import Store
 
@@ -98,6 +98,7 @@ class Daemon:
             on_queued=self.worker.wake,
             hostname=self._hostname(site),
             rules_in_force=self.rules,
+            processors=self._processors(),
             clock=self.clock,
         )
         self.tls_context = self._tls_context(site)
@@ -191,6 +192,13 @@ class Daemon:
             command_call_limit=200,
             decode_data=False,
         )
+
+    def _processors(self) -> dict[str, MailProcessor]:
+        """Who handles mail to the bot's and the bounce addresses."""
+        from clublist.bot import BotProcessor
+        from clublist.cli import main as command_group
+
+        return {"bot": BotProcessor(command_group, self.store.directory, self.state_path, self.writer.run)}
 
     def _delivery_config(self, site: Site) -> delivery.DeliveryConfig:
         return delivery.DeliveryConfig.from_site(site, self.state_path, self.overrides.smarthost)

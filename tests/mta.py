@@ -42,6 +42,7 @@ class Behaviour:
 
     rcpt: Callable[[str], str | None] = lambda address: None
     data: Callable[[list[str]], str | None] = lambda rcpts: None
+    delivered: Callable[[Transaction], None] = lambda transaction: None
 
 
 class _Handler:
@@ -66,13 +67,13 @@ class _Handler:
         if action is not None:
             return action
         content = envelope.original_content or b""
+        transaction = Transaction(envelope.mail_from, list(envelope.rcpt_tos), content, session.ssl is not None)
         with self.mta.lock:
-            self.mta.transactions.append(
-                Transaction(envelope.mail_from, list(envelope.rcpt_tos), content, session.ssl is not None)
-            )
+            self.mta.transactions.append(transaction)
             self.mta.delivered.update(a.lower() for a in envelope.rcpt_tos)
             self.mta.received_count += len(envelope.rcpt_tos)
         self.mta.changed.set()
+        self.mta.behaviour.delivered(transaction)
         return "250 2.0.0 OK"
 
 

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO, TypeVar
+from typing import Literal, TextIO, TypeVar
 
 import click
 
@@ -44,7 +44,28 @@ class App:
         return self.out is None and sys.stdout.isatty()
 
 
-F = TypeVar("F", bound=Callable[..., Any])
+Audience = Literal["member", "owner", "admin"]
+AUDIENCES: tuple[Audience, ...] = ("member", "owner", "admin")
+C = TypeVar("C", bound=click.Command)
+
+
+def by_mail(audience: Audience, *, changes: bool = True) -> Callable[[C], C]:
+    """Offer a command to the mail bot, for club members, list owners or the administrator.
+
+    Commands without this mark cannot be run by mail at all.  The actions
+    still check every request's rights; the mark decides what the bot runs
+    and what its ``help`` lists, straight from the click definitions.  A
+    command that *changes* something runs by mail only after the sender
+    confirms it from their own mailbox.
+    """
+
+    def mark(command: C) -> C:
+        command.mail_audience = audience  # type: ignore[attr-defined]
+        command.mail_changes = changes  # type: ignore[attr-defined]
+        return command
+
+    return mark
+
 
 pass_app = click.make_pass_decorator(App)
 

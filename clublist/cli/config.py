@@ -6,7 +6,7 @@ import click
 
 from clublist import actions
 from clublist.cli import render
-from clublist.cli.app import App, json_option, pass_app
+from clublist.cli.app import App, by_mail, json_option, pass_app
 
 
 @click.command()
@@ -31,6 +31,7 @@ def config() -> None:
     """
 
 
+@by_mail("admin", changes=False)
 @config.command("show")
 @json_option
 @pass_app
@@ -46,6 +47,7 @@ def show(app: App, as_json: bool) -> None:
         render.table(app, [{"key": k, "value": v} for k, v in settings.items()], ["key", "value"])
 
 
+@by_mail("admin", changes=False)
 @config.command("get")
 @click.argument("key")
 @json_option

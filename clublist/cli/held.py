@@ -9,7 +9,7 @@ import click
 
 from clublist import moderation, state
 from clublist.cli import render
-from clublist.cli.app import App, json_option, pass_app
+from clublist.cli.app import App, by_mail, json_option, pass_app
 
 
 @click.group()
@@ -20,6 +20,7 @@ def held() -> None:
     """
 
 
+@by_mail("owner", changes=False)
 @held.command("ls")
 @json_option
 @pass_app
@@ -39,6 +40,7 @@ def ls(app: App, as_json: bool) -> None:
         )
 
 
+@by_mail("owner", changes=False)
 @held.command("show")
 @click.argument("held_id", type=int, metavar="ID")
 @json_option
@@ -59,6 +61,7 @@ def show(app: App, held_id: int, as_json: bool) -> None:
         app.stream.write("\n" + text + ("" if text.endswith("\n") else "\n"))
 
 
+@by_mail("owner")
 @held.command("approve")
 @click.argument("held_id", type=int, metavar="ID")
 @pass_app
@@ -89,6 +92,7 @@ def approve(app: App, held_id: int) -> None:
     _wake_daemon(app)
 
 
+@by_mail("owner")
 @held.command("reject")
 @click.argument("held_id", type=int, metavar="ID")
 @click.option("--reason", default="", help="Told to the author.")

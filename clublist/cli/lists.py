@@ -8,7 +8,7 @@ import click
 
 from clublist import actions, model
 from clublist.cli import render
-from clublist.cli.app import App, json_option, pass_app
+from clublist.cli.app import App, by_mail, json_option, pass_app
 
 
 @click.group("list")
@@ -32,6 +32,7 @@ def _list_row(info: actions.ListInfo) -> dict[str, Any]:
     }
 
 
+@by_mail("member", changes=False)
 @list_group.command("ls")
 @json_option
 @pass_app
@@ -52,6 +53,7 @@ def ls(app: App, as_json: bool) -> None:
         )
 
 
+@by_mail("member", changes=False)
 @list_group.command("show")
 @click.argument("name")
 @json_option
@@ -73,6 +75,7 @@ def show(app: App, name: str, as_json: bool) -> None:
         render.fields(app, record)
 
 
+@by_mail("admin")
 @list_group.command("create")
 @click.argument("name")
 @click.option("--title", help="Display name, e.g. 'Youth' (default: the name, capitalised).")
@@ -95,6 +98,7 @@ def create(app: App, name: str, owners: tuple[str, ...], **settings: Any) -> Non
     render.done(app, actions.list_create(app.store, app.actor, name, **settings))
 
 
+@by_mail("owner")
 @list_group.command("set")
 @click.argument("name")
 @click.argument("key", type=click.Choice(model.LIST_KEYS))
@@ -108,6 +112,7 @@ def set_(app: App, name: str, key: str, value: str) -> None:
     render.done(app, actions.list_set(app.store, app.actor, name, key, value))
 
 
+@by_mail("admin")
 @list_group.command("delete")
 @click.argument("name")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")

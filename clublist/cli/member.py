@@ -8,7 +8,7 @@ import click
 
 from clublist import actions, model
 from clublist.cli import render
-from clublist.cli.app import App, json_option, pass_app
+from clublist.cli.app import App, by_mail, json_option, pass_app
 from clublist.errors import ClublistError
 
 
@@ -33,6 +33,7 @@ def _row(m: model.Member) -> dict[str, Any]:
     }
 
 
+@by_mail("owner")
 @member.command("add")
 @click.argument("email")
 @click.option("--name", default="", help="The member's name.")
@@ -58,6 +59,7 @@ def add(
     render.done(app, result, as_json)
 
 
+@by_mail("admin")
 @member.command("remove")
 @click.argument("email")
 @pass_app
@@ -69,6 +71,7 @@ def remove(app: App, email: str) -> None:
     render.done(app, actions.member_remove(app.store, app.actor, email))
 
 
+@by_mail("member", changes=False)
 @member.command("ls")
 @click.option("--list", "list_name", help="Only the members of this list.")
 @json_option
@@ -85,6 +88,7 @@ def ls(app: App, list_name: str | None, as_json: bool) -> None:
         render.table(app, rows, ["email", "name", "lists", "delivery"], empty="no members")
 
 
+@by_mail("member", changes=False)
 @member.command("show")
 @click.argument("email")
 @json_option
@@ -101,6 +105,7 @@ def show(app: App, email: str, as_json: bool) -> None:
         render.fields(app, row)
 
 
+@by_mail("member")
 @member.command("set")
 @click.argument("email")
 @click.option("--name", help="A new name.")
@@ -148,6 +153,7 @@ def set_(
     render.done(app, actions.member_set(app.store, app.actor, email, changes), as_json)
 
 
+@by_mail("member")
 @member.command("join")
 @click.argument("email")
 @click.argument("list_name", metavar="LIST")
@@ -160,6 +166,7 @@ def join(app: App, email: str, list_name: str) -> None:
     render.done(app, actions.member_join(app.store, app.actor, email, list_name))
 
 
+@by_mail("member")
 @member.command("leave")
 @click.argument("email")
 @click.argument("list_name", metavar="LIST")
@@ -201,6 +208,7 @@ def import_(app: App, csv_file: Any, dry_run: bool, as_json: bool) -> None:
         app.stream.write(result.message + "\n")
 
 
+@by_mail("admin", changes=False)
 @member.command("export")
 @click.option(
     "-o",

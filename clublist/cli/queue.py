@@ -21,7 +21,7 @@ import click
 
 from clublist import queue, state
 from clublist.cli import render
-from clublist.cli.app import App, json_option, pass_app
+from clublist.cli.app import App, by_mail, json_option, pass_app
 from clublist.errors import PermissionDenied
 
 if TYPE_CHECKING:
@@ -94,6 +94,7 @@ def _json_row(row: queue.QueueRow) -> dict[str, Any]:
     return plain
 
 
+@by_mail("admin", changes=False)
 @queue_group.command("ls")
 @click.option(
     "--status",
@@ -123,6 +124,7 @@ def _headers(content: bytes) -> list[tuple[str, str]]:
     return [(name, str(value)) for name, value in parsed.items()]
 
 
+@by_mail("admin", changes=False)
 @queue_group.command("show")
 @click.argument("queue_id")
 @json_option
@@ -180,6 +182,7 @@ def _wake_daemon(lock: state.DaemonLock) -> str:
     return f"the running daemon (pid {pid}) is delivering now"
 
 
+@by_mail("admin")
 @queue_group.command("retry")
 @click.argument("queue_id", required=False)
 @click.option("--all", "retry_all", is_flag=True, help="Every waiting delivery, not one message's.")
@@ -199,6 +202,7 @@ def retry(app: App, queue_id: str | None, retry_all: bool) -> None:
         app.stream.write(_wake_daemon(lock) + "\n")
 
 
+@by_mail("admin")
 @queue_group.command("drop")
 @click.argument("queue_id")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")

@@ -12,11 +12,12 @@ import click
 
 from clublist import queue, state
 from clublist.cli import render
-from clublist.cli.app import App, json_option, pass_app
+from clublist.cli.app import App, by_mail, json_option, pass_app
 from clublist.cli.queue import iso, span
 from clublist.errors import ClublistError, PermissionDenied
 
 
+@by_mail("admin", changes=False)
 @click.command()
 @json_option
 @pass_app

@@ -1,0 +1,62 @@
+"""A post accepted with 250 is never lost: SIGKILL in the middle of a fan-out, start again, all arrive."""
+
+from __future__ import annotations
+
+import collections
+import signal
+import smtplib
+from pathlib import Path
+
+import pytest
+from conftest import Runner
+from daemon import DaemonProcess
+from mta import RemoteMTA
+
+from clublist import actions
+from clublist.actions import Actor
+from clublist.store import Store
+
+MEMBERS = 2000
+ROUNDS = 10
+
+
+def test_sigkill_mid_fan_out_loses_nothing(
+    store: Store, club_dir: Path, tmp_path: Path, cli: Runner, capsys: pytest.CaptureFixture[str]
+) -> None:
+    csv = "email,name,lists\n" + "".join(f"m{n}@example.org,M {n},youth\n" for n in range(MEMBERS))
+    actions.member_import(store, Actor.shell(), csv)
+    # Small transactions, two at a time, so a kill lands in the middle of the fan-out.
+    cli("config", "set", "delivery.max_recipients_per_transaction", "20")
+    cli("config", "set", "delivery.per_destination_concurrency", "2")
+    state = tmp_path / "var" / "state.sqlite3"
+    duplicates_per_round = []
+    with RemoteMTA() as sink:
+        smarthost = f"127.0.0.1:{sink.port}"
+        for round_number in range(ROUNDS):
+            message_id = f"<crash{round_number}@example.org>"
+            post = (
+                f"From: M 0 <m0@example.org>\r\nSubject: round {round_number}\r\n"
+                f"Message-ID: {message_id}\r\n\r\nhi\r\n"
+            )
+
+            def received(sink: RemoteMTA, message_id: str = message_id) -> collections.Counter[str]:
+                return collections.Counter(
+                    r for t in sink.transactions if t.message["Message-ID"] == message_id for r in t.rcpt_tos
+                )
+
+            daemon = DaemonProcess(club_dir, state, smarthost=smarthost).start()
+            with smtplib.SMTP("127.0.0.1", daemon.port, timeout=30) as client:
+                assert client.sendmail("m0@example.org", ["youth@myclub.org"], post) == {}
+            assert sink.wait_for(lambda s: sum(received(s).values()) >= MEMBERS // 4, timeout=60)
+            daemon.stop(signal.SIGKILL)
+            partial = sum(received(sink).values())
+            with DaemonProcess(club_dir, state, smarthost=smarthost):
+                assert sink.wait_for(lambda s: len(received(s)) == MEMBERS, timeout=120), (
+                    f"round {round_number}: {len(received(sink))} of {MEMBERS} delivered"
+                )
+            counts = received(sink)
+            assert set(counts) == {f"m{n}@example.org" for n in range(MEMBERS)}
+            assert partial < MEMBERS, "the kill came after the fan-out had finished"
+            duplicates_per_round.append(sum(c - 1 for c in counts.values()))
+    with capsys.disabled():
+        print(f"\nSIGKILL mid fan-out, {ROUNDS} rounds of {MEMBERS}: duplicates {duplicates_per_round}")

@@ -28,10 +28,12 @@ import shlex
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from email.message import EmailMessage, Message
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import click
 
@@ -172,7 +174,9 @@ class BotProcessor:
             await self._confirm(club, actor, line, words, talk, now)
             return
         try:
-            argv = translate(words, actor.address or talk.sender, implied)
+            zone = ZoneInfo(club.site.site.timezone)
+            moment = datetime.fromtimestamp(now, zone)
+            argv = translate(words, actor.address or talk.sender, implied, moment, zone)
             command = self._command(argv, club, actor)
         except ClublistError as exc:
             understood = not isinstance(exc, UnknownCommand)
@@ -328,7 +332,9 @@ def may_use(command: click.Command, club: Club, actor: Actor) -> bool:
     return AUDIENCES.index(audience) <= rank
 
 
-def translate(words: list[str], sender: str, implied_list: str | None) -> list[str]:
+def translate(
+    words: list[str], sender: str, implied_list: str | None, now: datetime, zone: ZoneInfo
+) -> list[str]:
     """A mailed command as the CLI command line it stands for."""
     verb, args = words[0].lower(), words[1:]
 
@@ -350,7 +356,37 @@ def translate(words: list[str], sender: str, implied_list: str | None) -> list[s
         return ["member", "join", sender, *the_list()]
     if verb in ("unsubscribe", "leave"):
         return ["member", "leave", sender, *the_list()]
+    if verb == "reminders":
+        return ["remind", "ls", *args]
+    if verb == "remind" and args and args[0] not in ("add", "ls", "rm"):
+        return remind_line(args, now, zone)
     return [verb, *args]
+
+
+def remind_line(args: list[str], now: datetime, zone: ZoneInfo) -> list[str]:
+    """``remind LIST|EMAIL WHEN TEXT`` as ``remind add``: WHEN is the longest start of the rest
+    that reads as a time ("2026-12-01 18:00", "tomorrow 18:00") or, after "every", a schedule."""
+    from clublist.schedule import ScheduleError, parse_every, parse_when
+
+    usage = "write it as: remind youth tomorrow 18:00 Bring shoes (or: remind youth every monday 18:00 ...)"
+    if len(args) < 3:
+        raise ClublistError(f"remind needs a list, a time and a text; {usage}")
+    target, rest = args[0], args[1:]
+    recurring = rest[0].lower() == "every"
+    problem = ""
+    for size in range(min(len(rest) - 1, 6), 0, -1):
+        when, text = " ".join(rest[:size]), " ".join(rest[size:])
+        try:
+            schedule = parse_every(when) if recurring else None
+            if not recurring:
+                parse_when(when, now, zone)
+        except ScheduleError as exc:
+            problem = problem or str(exc)
+            continue
+        subject = text if len(text) <= 70 else text[:67] + "..."
+        option = ["--every", schedule or when] if recurring else ["--at", when]
+        return ["remind", "add", "--to", target, *option, "--subject", subject, "--text", text]
+    raise ClublistError(f"{problem or 'no time found'}; {usage}")
 
 
 def automatic_reason(message: Message, sender: str) -> str | None:

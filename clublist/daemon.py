@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from clublist import delivery, queue, rules, state
+from clublist import bounces, delivery, queue, rules, state, verp
 from clublist.errors import ClublistError
 from clublist.inbound import InboundHandler, Listener, MailProcessor, SessionLimits
 from clublist.model import Site
@@ -86,8 +86,20 @@ class Daemon:
         self.reader = state.connect(self.state_path)
         site = self.club.site
         self.resolver = delivery.resolver_for(site)
+        self.bounces = bounces.BounceProcessor(
+            writer=self.writer,
+            store=self.store,
+            club=lambda: self.club,
+            secret=verp.load_secret(self.state_path),
+            on_queued=lambda: self.worker.wake(),
+            clock=self.clock,
+        )
         self.worker = delivery.DeliveryWorker(
-            self.writer, self._delivery_config(site), self.resolver, clock=self.clock
+            self.writer,
+            self._delivery_config(site),
+            self.resolver,
+            clock=self.clock,
+            on_failures=self.bounces.delivery_failed,
         )
         self.limits = SessionLimits(site.listen.max_connections)
         self.handler = InboundHandler(
@@ -108,6 +120,7 @@ class Daemon:
         self.port = self.server.sockets[0].getsockname()[1]
         self._worker_stop = asyncio.Event()
         self._worker_task = loop.create_task(self.worker.run(self._worker_stop))
+        self.bounces.start()
         self._install_signal_handlers(loop)
         mode = f"smarthost {self.worker.config.smarthost}" if self.worker.config.smarthost else "direct MX"
         log.info("clublist listening on %s:%d for %s; delivery: %s", host, self.port, site.domain, mode)
@@ -137,6 +150,7 @@ class Daemon:
         with contextlib.suppress(Exception):
             await self._worker_task
         await self.worker.drain(0 if self.force_exit else max(0.0, deadline - time.monotonic()))
+        await self.bounces.drain(0 if self.force_exit else max(0.0, deadline - time.monotonic()))
         self.writer.close()
         self.reader.close()
         log.info("stopped")
@@ -169,6 +183,7 @@ class Daemon:
             return
         self.club = club
         self.worker.reconfigure(self._delivery_config(club.site))
+        self.bounces.start()  # disablings a broken members.toml held up can go ahead now
         if forced:
             try:
                 self.tls_context = self._tls_context(club.site)
@@ -198,7 +213,10 @@ class Daemon:
         from clublist.bot import BotProcessor
         from clublist.cli import main as command_group
 
-        return {"bot": BotProcessor(command_group, self.store.directory, self.state_path, self.writer.run)}
+        return {
+            "bot": BotProcessor(command_group, self.store.directory, self.state_path, self.writer.run),
+            "bounce": self.bounces,
+        }
 
     def _delivery_config(self, site: Site) -> delivery.DeliveryConfig:
         return delivery.DeliveryConfig.from_site(site, self.state_path, self.overrides.smarthost)

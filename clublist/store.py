@@ -385,7 +385,9 @@ def _check_file(path: Path, text: str) -> None:
     elif path.name == MEMBERS_FILE:
         parse_members(path, text)
     elif path.name == REMINDERS_FILE:
-        _parse(path, text)
+        from clublist.reminders import parse_reminders  # reminders imports this module
+
+        parse_reminders(path, text)
     else:
         list_from_toml(path.stem, _parse(path, text))
 

@@ -67,7 +67,9 @@ class _Handler:
         if action is not None:
             return action
         content = envelope.original_content or b""
-        transaction = Transaction(envelope.mail_from, list(envelope.rcpt_tos), content, session.ssl is not None)
+        transaction = Transaction(
+            envelope.mail_from, list(envelope.rcpt_tos), content, session.ssl is not None
+        )
         with self.mta.lock:
             self.mta.transactions.append(transaction)
             self.mta.delivered.update(a.lower() for a in envelope.rcpt_tos)

@@ -24,6 +24,8 @@ COMMANDS = {
     "run": "clublist.cli.run:run",
     "queue": "clublist.cli.queue:queue_group",
     "held": "clublist.cli.held:held",
+    "bounces": "clublist.cli.bounces:bounces",
+    "remind": "clublist.cli.remind:remind",
     "status": "clublist.cli.status:status",
 }
 

@@ -251,3 +251,19 @@ def test_no_loop_with_an_auto_responder(club: Store, club_dir: Path, tmp_path: P
         assert sink.wait_for(lambda s: len(s.transactions) >= 1)
         daemon.wait_for_log(lambda line: "bot: no reply to anna@example.org" in line)
         assert len(sink.transactions) == 1
+
+
+def test_remind_and_reminders_by_mail(bot: Bot, club_dir: Path) -> None:
+    reminders = club_dir / "reminders.toml"
+    first = reply_text(bot.mail("anna@example.org", "remind youth tomorrow 18:00 Bring shoes\r\n"))
+    assert not reminders.exists() or "Bring shoes" not in reminders.read_text()
+    done = reply_text(bot.mail("anna@example.org", f"confirm {TOKEN.search(first)[1]}\r\n"))  # type: ignore[index]
+    assert "Bring shoes" in done
+    stored = reminders.read_text()
+    assert 'to = "youth"' in stored and "Bring shoes" in stored
+    listing = reply_text(bot.mail("anna@example.org", "reminders\r\n"))
+    assert "youth" in listing and "Bring shoes" in listing
+    other = reply_text(bot.mail("anna@example.org", "remind trainer tomorrow 18:00 Not my list\r\n"))
+    refused = reply_text(bot.mail("anna@example.org", f"confirm {TOKEN.search(other)[1]}\r\n"))  # type: ignore[index]
+    assert "only those who may post to trainer@myclub.org" in refused
+    assert "Not my list" not in reminders.read_text()

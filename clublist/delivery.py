@@ -46,6 +46,8 @@ TLSMode = Literal["none", "opportunistic", "verify"]
 MESSAGES_PER_CONNECTION = 100
 IDLE_SECONDS = 10.0
 CLAIM_BATCH = 2000
+# Deliveries leased and in memory at once; more wait in the database (memory stays flat).
+MAX_IN_FLIGHT = 10_000
 
 
 @dataclass(frozen=True)
@@ -282,6 +284,7 @@ class DeliveryWorker:
         self._tasks: set[asyncio.Task[None]] = set()
         self._content: dict[int, bytes] = {}
         self._content_users: dict[int, int] = {}
+        self._in_flight = 0
 
     def wake(self) -> None:
         """Something was queued: look for due rows now instead of at the next timer."""
@@ -310,10 +313,11 @@ class DeliveryWorker:
 
     async def pass_once(self, *, wait: bool = True) -> int:
         """Claim what is due and start sending it; with *wait*, return after it is all done."""
-        if len(self._tasks) >= self.config.concurrency * 4:
+        while self._in_flight >= MAX_IN_FLIGHT - CLAIM_BATCH and self._tasks:
             await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
         now = self.clock()
         claimed = await self.writer.run(lambda c: queue.claim(c, now, limit=CLAIM_BATCH, lease=3600))
+        self._in_flight += len(claimed)
         for message_id in {d.message_id for d in claimed} - self._content.keys():
             self._content[message_id] = await self.writer.run(lambda c, m=message_id: queue.content(c, m))
         for destination, deliveries in _group(claimed, self.config).items():
@@ -363,6 +367,7 @@ class DeliveryWorker:
             log.exception("unexpected error delivering to %s; deferring", destination)
             await self._record([_defer(d, "internal error in clublist", "") for d in deliveries])
         finally:
+            self._in_flight -= len(deliveries)
             self._forget_content(deliveries)
 
     def _batches(self, deliveries: list[Delivery]) -> Iterable[list[Delivery]]:

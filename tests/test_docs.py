@@ -20,3 +20,26 @@ def test_man_page_names_every_command() -> None:
     page = (ROOT / "man" / "clublist.1").read_text()
     for words in ("member add", "member import", "list create", "config set"):
         assert f'.SS "clublist {words}' in page
+
+
+def test_help_summaries_match_the_commands() -> None:
+    """``clublist --help`` prints kept summaries so it imports nothing; they must not drift."""
+    import click
+
+    from clublist.cli import COMMANDS, main
+
+    context = click.Context(main)
+    for name, lazy in COMMANDS.items():
+        command = main.get_command(context, name)
+        assert command is not None
+        assert lazy.summary == command.get_short_help_str(limit=200), name
+
+
+def test_help_imports_no_command_module() -> None:
+    code = (
+        "import sys\nfrom clublist.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in sys.modules if m.startswith('clublist.cli.') and m != 'clublist.cli.app'))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip().splitlines()[-1] == "[]"

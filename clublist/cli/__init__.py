@@ -8,6 +8,7 @@ daemon's libraries (aiosmtpd, aiosmtplib, dnspython, rich).
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -15,25 +16,46 @@ import click
 from clublist.cli.app import App, default_state_path
 from clublist.errors import ClublistError
 
-# Command name -> "module:attribute", in the order --help shows them.
+
+@dataclass(frozen=True)
+class Lazy:
+    """Where a command lives, and its one-line help, so ``--help`` imports nothing.
+
+    A test checks that each ``summary`` is the command's own short help.
+    """
+
+    target: str
+    summary: str
+
+
+# In the order --help shows them.
 COMMANDS = {
-    "init": "clublist.cli.config:init",
-    "config": "clublist.cli.config:config",
-    "list": "clublist.cli.lists:list_group",
-    "member": "clublist.cli.member:member",
-    "run": "clublist.cli.run:run",
-    "queue": "clublist.cli.queue:queue_group",
-    "held": "clublist.cli.held:held",
-    "bounces": "clublist.cli.bounces:bounces",
-    "remind": "clublist.cli.remind:remind",
-    "status": "clublist.cli.status:status",
+    "init": Lazy(
+        "clublist.cli.config:init", "Create lists.d with a commented club.toml and an empty member registry."
+    ),
+    "config": Lazy("clublist.cli.config:config", "Show and change the site settings in club.toml."),
+    "list": Lazy(
+        "clublist.cli.lists:list_group", "Create, show, change and delete lists (one TOML file each)."
+    ),
+    "member": Lazy("clublist.cli.member:member", "Add, change, list, import and export members."),
+    "run": Lazy("clublist.cli.run:run", "Take mail in and deliver it, in the foreground (for systemd)."),
+    "queue": Lazy(
+        "clublist.cli.queue:queue_group", "Show, retry, drop and flush outbound mail waiting for delivery."
+    ),
+    "held": Lazy("clublist.cli.held:held", "List, read, approve and reject posts held for moderation."),
+    "bounces": Lazy("clublist.cli.bounces:bounces", "See and reset bounce scores."),
+    "remind": Lazy(
+        "clublist.cli.remind:remind",
+        "Queue the reminders that have fallen due; add, list and remove reminders.",
+    ),
+    "status": Lazy("clublist.cli.status:status", "Show the queue, held posts and whether the daemon runs."),
 }
 
 
 class LazyGroup(click.Group):
     """A group whose subcommands are imported on first use."""
 
-    def __init__(self, *args: object, lazy: dict[str, str], **kwargs: object) -> None:
+    def __init__(self, *args: object, lazy: dict[str, Lazy], **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.lazy = lazy
 
@@ -42,9 +64,15 @@ class LazyGroup(click.Group):
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in self.lazy:
-            module_name, _, attribute = self.lazy[cmd_name].partition(":")
+            module_name, _, attribute = self.lazy[cmd_name].target.partition(":")
             return getattr(importlib.import_module(module_name), attribute)
         return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """List the commands from their summaries, without importing them."""
+        rows = [(name, lazy.summary) for name, lazy in self.lazy.items()]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context) -> object:
         try:

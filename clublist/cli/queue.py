@@ -245,7 +245,7 @@ def flush(app: App) -> None:
             app.stream.write(_wake_daemon(lock) + "\n")
             return
         waiting = {r.id for r in queue.rows(conn)}
-    _deliver_in_foreground(app, lock)
+    deliver_now(app, lock, retry_deferred=True)
     with open_state(app) as conn:
         after = [r for r in queue.rows(conn, "all") if r.id in waiting]
     tally = {s: sum(r.status == s for r in after) for s in ("sent", "deferred", "failed")}
@@ -254,8 +254,10 @@ def flush(app: App) -> None:
     app.stream.write(summary + (f", {unsent} not tried yet (run flush again)" if unsent else "") + "\n")
 
 
-def _deliver_in_foreground(app: App, lock: state.DaemonLock) -> None:
-    """One worker under the daemon lock, so ``clublist run`` cannot start and resend what it sends."""
+def deliver_now(app: App, lock: state.DaemonLock, *, retry_deferred: bool) -> None:
+    """Deliver in the foreground (no daemon runs): one worker under the daemon lock, so
+    ``clublist run`` cannot start and resend what it sends.  *retry_deferred* also makes
+    deferred rows due (``queue flush``); without it their backoff is kept (``remind --send``)."""
     import asyncio
 
     from clublist import delivery
@@ -267,16 +269,16 @@ def _deliver_in_foreground(app: App, lock: state.DaemonLock) -> None:
     try:
         lock.acquire()
         try:
-            asyncio.run(_passes(app, config, delivery.resolver_for(site)))
+            asyncio.run(_passes(app, config, delivery.resolver_for(site), retry_deferred))
         finally:
             lock.release()
     finally:
         signal.signal(signal.SIGUSR1, previous)
 
 
-async def _passes(app: App, config: DeliveryConfig, resolver: Resolver) -> None:
-    """Pass after pass until nothing is due; deferred rows wait for their next try."""
-    from clublist import delivery
+async def _passes(app: App, config: DeliveryConfig, resolver: Resolver, retry_deferred: bool) -> None:
+    """Pass after pass until nothing is due; failures count toward bounce scores as in the daemon."""
+    from clublist import bounces, delivery, verp
 
     writer = state.Writer(app.state_path)
     try:
@@ -284,15 +286,26 @@ async def _passes(app: App, config: DeliveryConfig, resolver: Resolver) -> None:
         def prepare(conn: sqlite3.Connection) -> None:
             now = time.time()
             queue.recover(conn, now)  # we hold the lock: rows left in flight belong to a dead process
-            queue.retry(conn, now)
+            if retry_deferred:
+                queue.retry(conn, now)
 
         await writer.run(prepare)
-        worker = delivery.DeliveryWorker(writer, config, resolver)
+        club = app.store.load()
+        scores = bounces.BounceProcessor(
+            writer=writer,
+            store=app.store,
+            club=lambda: club,
+            secret=verp.load_secret(app.state_path),
+            on_queued=lambda: None,
+            clock=time.time,
+        )
+        worker = delivery.DeliveryWorker(writer, config, resolver, on_failures=scores.delivery_failed)
         try:
             for _ in range(MAX_FLUSH_PASSES):
                 if not await worker.pass_once(wait=True):
                     break
         finally:
             await worker.drain(30)
+            await scores.drain(30)
     finally:
         writer.close()

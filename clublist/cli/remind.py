@@ -84,9 +84,9 @@ def _run(app: App, *, dry_run: bool, send: bool, max_late: str, as_json: bool) -
             lock.wake()  # the daemon would find them within minutes; now is better
         return
     if send:
-        from clublist.cli.queue import _deliver_in_foreground
+        from clublist.cli.queue import deliver_now
 
-        _deliver_in_foreground(app, lock)
+        deliver_now(app, lock, retry_deferred=False)
         if not as_json:
             _print_outcomes(app, result)
 

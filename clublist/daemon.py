@@ -204,7 +204,8 @@ class Daemon:
             tls_context=self.tls_context,
             require_starttls=site.tls.require and self.tls_context is not None,
             timeout=site.listen.timeout,
-            command_call_limit=200,
+            # Per session; a relay such as Postfix sends many messages on one connection.
+            command_call_limit={"MAIL": 10_000, "RCPT": 100_000, "DATA": 10_000, "RSET": 10_000, "*": 200},
             decode_data=False,
         )
 

@@ -1,0 +1,139 @@
+"""The command line: start-up and the store commands, timed as a person or a script sees them.
+
+Every figure is the wall-clock time of a whole ``clublist`` process
+(fork, exec, interpreter start-up, imports, work, exit), measured with
+``time.perf_counter`` around ``subprocess.run`` with its output sent to a
+pipe that is read and discarded (so ``member ls`` prints plain text, as in
+a script).  Reported: every run and the median.
+
+- ``clublist --help``: ``--runs`` times (default 20), after 2 untimed warm-ups.
+- ``clublist member import FILE`` of 1,000 new members (``email,name,lists``,
+  all on one list) into a fresh club each run (made untimed with
+  clublist.actions).
+- ``clublist member ls`` and ``member ls --json`` over a registry of 5,000.
+
+For context the same way: ``python -c pass`` (the interpreter alone) and
+``python -c "import click"``.  With hyperfine on PATH, ``--help`` is also
+timed by hyperfine (its median is printed next to ours).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from collections.abc import Sequence
+
+from benchlib import (
+    CLUBLIST,
+    PYTHON,
+    argument_parser,
+    fmt_times,
+    make_club,
+    median,
+    member_address,
+    say,
+    temporary_root,
+    write_json,
+)
+
+
+def timed(args: Sequence[str], runs: int, warmups: int = 1) -> list[float]:
+    times = []
+    for i in range(warmups + runs):
+        start = time.perf_counter()
+        done = subprocess.run(args, capture_output=True, timeout=120, check=False)
+        elapsed = time.perf_counter() - start
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(args)} failed ({done.returncode}): {done.stderr.decode()[-2000:]}")
+        if i >= warmups:
+            times.append(elapsed)
+    return times
+
+
+def hyperfine_median(command: str, runs: int) -> float | None:
+    if shutil.which("hyperfine") is None:
+        return None
+    with temporary_root("hyperfine") as root:
+        out = root / "h.json"
+        subprocess.run(
+            [
+                "hyperfine",
+                "--style",
+                "none",
+                "--warmup",
+                "2",
+                "--runs",
+                str(runs),
+                "--export-json",
+                str(out),
+                command,
+            ],
+            capture_output=True,
+            timeout=300,
+            check=True,
+        )
+        return float(json.loads(out.read_text())["results"][0]["median"])
+
+
+def import_runs(runs: int, size: int) -> list[float]:
+    times = []
+    csv = "email,name,lists\n" + "".join(f"{member_address(i)},Member {i},youth\n" for i in range(size))
+    for _ in range(runs):
+        with temporary_root("import") as root:
+            club = make_club(root, {"youth": 0})
+            roster = root / "roster.csv"
+            roster.write_text(csv)
+            args = [CLUBLIST, "--dir", str(club.directory), "member", "import", str(roster)]
+            times += timed(args, 1, warmups=0)
+            check = subprocess.run(
+                [CLUBLIST, "--dir", str(club.directory), "member", "ls", "--json"],
+                capture_output=True,
+                timeout=120,
+                check=True,
+            )
+            if len(json.loads(check.stdout)) != size:
+                raise RuntimeError("member import did not add every member")
+    return times
+
+
+def report(name: str, times: list[float]) -> dict[str, object]:
+    say(f"  {name:<34}: median {median(times) * 1000:7.1f} ms   runs: {fmt_times(times)} s")
+    return {"seconds": times, "median_s": median(times)}
+
+
+def main() -> None:
+    parser = argument_parser(__doc__)
+    parser.add_argument("--runs", type=int, default=20, help="runs of --help")
+    parser.add_argument("--store-runs", type=int, default=7, help="runs of import and ls")
+    parser.add_argument("--json", help="write the figures to this file")
+    args = parser.parse_args()
+
+    results: dict[str, object] = {}
+    say("CLI (whole process, wall clock)")
+    results["python_pass"] = report("python -c pass", timed([PYTHON, "-c", "pass"], args.runs, 2))
+    results["python_click"] = report(
+        "python -c 'import click'", timed([PYTHON, "-c", "import click"], args.runs, 2)
+    )
+    results["help"] = report("clublist --help", timed([CLUBLIST, "--help"], args.runs, 2))
+    hyperfine = hyperfine_median(f"{CLUBLIST} --help", args.runs)
+    if hyperfine is not None:
+        say(f"  {'clublist --help (hyperfine)':<34}: median {hyperfine * 1000:7.1f} ms")
+        results["help_hyperfine_median_s"] = hyperfine
+    results["import_1000"] = report("member import (1,000 new)", import_runs(args.store_runs, 1000))
+    with temporary_root("ls") as root:
+        club = make_club(root, {"youth": 5000})
+        base = [CLUBLIST, "--dir", str(club.directory), "member", "ls"]
+        results["ls_5000"] = report("member ls (5,000)", timed(base, args.store_runs))
+        results["ls_5000_json"] = report(
+            "member ls --json (5,000)", timed([*base, "--json"], args.store_runs)
+        )
+        results["ls_5000_list"] = report(
+            "member ls --list youth (5,000)", timed([*base, "--list", "youth"], args.store_runs)
+        )
+    write_json(args.json, {"cli": results})
+
+
+if __name__ == "__main__":
+    main()

@@ -333,8 +333,9 @@ def member_add(
             raise PermissionDenied("only the administrator may add members to no list")
         if role != "member":
             _require_admin(actor, "make administrators")
-        for address in (email, *aliases):
-            _require_free(club, address)
+        _require_free(club, email)
+        for alias in aliases:
+            _require_free_alias(club, alias)
         member = Member(email=email, name=name, lists=tuple(dict.fromkeys(lists)), aliases=aliases, role=role)
         return MembersChange(added=[member])
 
@@ -345,12 +346,27 @@ def member_add(
 
 
 def _require_free(club: Club, address: str) -> None:
+    """Refuse an address that is a member's already, or one of the club's own."""
     owner = club.member(address)
     if owner is not None:
         raise ClublistError(f"{address} is already a member ({owner.email})")
     local, _, domain = address.partition("@")
     if domain.lower() == club.site.domain and (local.lower() in club.lists or local in model.RESERVED_NAMES):
         raise ClublistError(f"{address} is one of the club's own addresses")
+
+
+def _require_free_alias(club: Club, address: str) -> None:
+    """Refuse an alias that would lend its rights to another member.
+
+    The administrator's and list owners' addresses carry rights of their
+    own; as someone's alias, that someone would post and act with them.
+    """
+    _require_free(club, address)
+    if address_key(address) == address_key(club.site.site.admin):
+        raise ClublistError(f"{address} is the administrator's address")
+    owned = [ml.name for ml in club.lists.values() if ml.is_owner(address)]
+    if owned:
+        raise ClublistError(f"{address} owns {', '.join(owned)}; add it as a member of its own instead")
 
 
 def member_remove(store: Store, actor: Actor, address: str) -> Done:
@@ -440,7 +456,7 @@ def member_set(store: Store, actor: Actor, address: str, changes: MemberChanges)
         if changes.role is not None and changes.role not in model.ROLES:
             raise ClublistError(f"role must be one of {', '.join(model.ROLES)}")
         for alias in new_aliases:
-            _require_free(club, alias)
+            _require_free_alias(club, alias)
         removed = {address_key(a) for a in changes.remove_aliases}
         unknown = removed - {address_key(a) for a in member.aliases}
         if unknown:

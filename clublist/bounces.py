@@ -248,10 +248,7 @@ def verp_token(site: Site, secret: bytes, recipient: str) -> verp.VerpToken | No
     local = recipient.rpartition("@")[0]
     if "+" not in local:
         return None
-    token = verp.decode(secret, local, site.site.bounce_local_part)
-    if token is None:
-        log.warning("bounce to %s: its VERP token does not verify; reading the report instead", recipient)
-    return token
+    return verp.decode(secret, local, site.site.bounce_local_part)
 
 
 def read_bounce(
@@ -263,8 +260,13 @@ def read_bounce(
     counts (as hard, as Mailman does), and a readable report still gives the status.  Without a
     token the report names the addresses, and the returned post names the list.
     """
-    evidence = dsn.parse_bounce(msg)
     token = verp_token(club.site, secret, recipient)
+    if token is None and "+" in recipient.rpartition("@")[0]:
+        # A token that does not verify is forged or damaged: its report counts for nobody,
+        # or anyone could disable a member by mailing a made-up bounce to a made-up token.
+        log.warning("bounce to %s: its VERP token does not verify; counted for nobody", recipient)
+        return [], []
+    evidence = dsn.parse_bounce(msg)
     if token is not None:
         about = next((e for e in evidence if address_key(e.address) == token.recipient), None)
         about = about or (evidence[0] if evidence else None)
@@ -318,11 +320,15 @@ def delivery_evidence(row: queue.FailedDelivery) -> BounceEvidence:
 
 
 def _queue_notice(conn: sqlite3.Connection, site: Site, notice: EmailMessage, now: float) -> None:
-    """Queue a notice to the administrator, from the bounce address (so its own failures are seen)."""
+    """Queue a notice to the administrator from the null sender.
+
+    Should the administrator's mail refuse it, the refusal comes back to nobody: a
+    notice about bounces must never itself become a bounce (and another notice).
+    """
     queue.enqueue(
         conn,
         kind="notice",
-        sender=site.bounce_address,
+        sender="",
         recipients=[site.site.admin],
         content=bytes(notice),
         now=now,
@@ -473,6 +479,8 @@ class BounceProcessor:
             ]
             refused = [f.evidence for f in failures if f.evidence.kind == "content"]
             refused += [e for e in strangers if e.kind == "content"]
+            # The administrator's own refusals are not worth an alert to that same mailbox.
+            refused = [e for e in refused if address_key(e.address) != address_key(site.site.admin)]
             if refused:
                 _queue_notice(conn, site, reputation_alert(site, refused, target.address), now)
                 notes.append("reputation alert sent to the administrator")

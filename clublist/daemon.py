@@ -178,11 +178,12 @@ class Daemon:
         self._fingerprint = self.store.fingerprint()
         try:
             club = self.store.load()
+            config = self._delivery_config(club.site)
         except ClublistError as exc:
             log.error("lists.d not reloaded, the last good version stays in force: %s", exc)
             return
         self.club = club
-        self.worker.reconfigure(self._delivery_config(club.site))
+        self.worker.reconfigure(config)
         self.bounces.start()  # disablings a broken members.toml held up can go ahead now
         if forced:
             try:

@@ -44,6 +44,7 @@ log = logging.getLogger("clublist.delivery")
 
 TLSMode = Literal["none", "opportunistic", "verify"]
 MESSAGES_PER_CONNECTION = 100
+PLAINTEXT_SECONDS = 3600  # after a failed handshake, how long a server gets mail without TLS
 IDLE_SECONDS = 10.0
 CLAIM_BATCH = 2000
 # Deliveries leased and in memory at once; more wait in the database (memory stays flat).
@@ -180,7 +181,7 @@ class ConnectionPool:
     def __init__(self, config: DeliveryConfig) -> None:
         self.config = config
         self._idle: dict[Endpoint, list[_Connection]] = {}
-        self._plaintext_only: set[Endpoint] = set()
+        self._plaintext_since: dict[Endpoint, float] = {}
 
     async def acquire(self, endpoint: Endpoint) -> tuple[_Connection, bool]:
         """A connection to *endpoint* and whether it was reused."""
@@ -209,14 +210,15 @@ class ConnectionPool:
         await asyncio.gather(*(_quit(c.smtp) for c in idle))
 
     async def _open(self, endpoint: Endpoint) -> _Connection:
-        tls = "none" if endpoint in self._plaintext_only else endpoint.tls
+        since = self._plaintext_since.get(endpoint)
+        tls = "none" if since is not None and time.monotonic() - since < PLAINTEXT_SECONDS else endpoint.tls
         try:
             return _Connection(await self._connect(endpoint, tls), endpoint)
         except ssl.SSLError as exc:
             if tls != "opportunistic":
                 raise TransientError(f"TLS failed with {endpoint.name}: {exc}", endpoint.name) from None
             log.info("TLS handshake with %s failed (%s); retrying without TLS", endpoint.name, exc)
-            self._plaintext_only.add(endpoint)
+            self._plaintext_since[endpoint] = time.monotonic()
             return _Connection(await self._connect(endpoint, "none"), endpoint)
 
     async def _connect(self, endpoint: Endpoint, tls: TLSMode) -> aiosmtplib.SMTP:
@@ -286,6 +288,10 @@ class DeliveryWorker:
         self._content_users: dict[int, int] = {}
         self._in_flight = 0
 
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._wake.set()  # rows it deferred have a due time the idle wait should see
+
     def wake(self) -> None:
         """Something was queued: look for due rows now instead of at the next timer."""
         self._wake.set()
@@ -319,13 +325,18 @@ class DeliveryWorker:
         claimed = await self.writer.run(lambda c: queue.claim(c, now, limit=CLAIM_BATCH, lease=3600))
         self._in_flight += len(claimed)
         for message_id in {d.message_id for d in claimed} - self._content.keys():
-            self._content[message_id] = await self.writer.run(lambda c, m=message_id: queue.content(c, m))
+            try:
+                self._content[message_id] = await self.writer.run(lambda c, m=message_id: queue.content(c, m))
+            except ClublistError:  # dropped with `queue drop` since the claim
+                gone = [d for d in claimed if d.message_id == message_id]
+                claimed = [d for d in claimed if d.message_id != message_id]
+                self._in_flight -= len(gone)
         for destination, deliveries in _group(claimed, self.config).items():
             for message_id in {d.message_id for d in deliveries}:
                 self._content_users[message_id] = self._content_users.get(message_id, 0) + 1
             task = asyncio.get_running_loop().create_task(self._deliver_destination(destination, deliveries))
             self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(self._task_done)
         if wait:
             while self._tasks:
                 await asyncio.gather(*list(self._tasks))
@@ -392,15 +403,19 @@ class DeliveryWorker:
         )
         try:
             hosts = await self.resolver.mail_hosts(destination)
-            endpoints = []
-            for host in hosts:
-                for address in await self.resolver.addresses(host.host):
-                    endpoints.append(Endpoint(address, config.smtp_port, host.host, tls))
         except DNSPermanentError as exc:
             status = "5.1.10" if "null MX" in str(exc) else "5.1.2"
             raise PermanentError(str(exc), status) from None
         except DNSTemporaryError as exc:
             raise TransientError(f"DNS lookup for {destination} failed: {exc}") from None
+        endpoints = []
+        for host in hosts:  # one MX host that does not resolve must not sink the others
+            try:
+                addresses = await self.resolver.addresses(host.host)
+            except (DNSTemporaryError, DNSPermanentError) as exc:
+                log.info("mail server %s of %s: %s", host.host, destination, exc)
+                continue
+            endpoints += [Endpoint(address, config.smtp_port, host.host, tls) for address in addresses]
         if not endpoints:
             raise TransientError(f"no address found for the mail servers of {destination}")
         return endpoints
@@ -496,7 +511,10 @@ class DeliveryWorker:
         now, policy = self.clock(), self.config.policy
         await asyncio.shield(self.writer.run(lambda c: queue.record(c, outcomes, now, policy)))
         if any(o.status != "sent" for o in outcomes):
-            await self.report_failures()
+            try:
+                await self.report_failures()
+            except Exception:  # a report problem must never touch the deliveries themselves
+                log.exception("could not write the delivery reports")
 
     async def report_failures(self) -> None:
         """One RFC 3464 report per message for its new failures, to the administrator."""
@@ -511,7 +529,11 @@ class DeliveryWorker:
                         "report %s could not be delivered to %s", info.queue_id, [r.recipient for r in rows]
                     )
                     continue
-                report = _report(config, info, queue.content(conn, message_id), rows)  # type: ignore[arg-type]
+                try:
+                    report = _report(config, info, queue.content(conn, message_id), rows)  # type: ignore[arg-type]
+                except Exception:
+                    log.exception("no report for %s: it could not be built", info.queue_id)
+                    continue
                 queue.enqueue(
                     conn,  # type: ignore[arg-type]
                     kind="report",

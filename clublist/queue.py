@@ -132,17 +132,21 @@ class Outcome:
 
 
 def record(conn: sqlite3.Connection, outcomes: Sequence[Outcome], now: float, policy: RetryPolicy) -> None:
-    """Store outcomes; a deferral past the message's give-up time becomes a failure."""
+    """Store outcomes; a deferral past the message's give-up time becomes a failure.
+
+    A row already sent or failed keeps its outcome, so a later error path
+    that defers a whole group can never make a delivered row go out again.
+    """
     sent = [(o.code, o.reply, o.host, now, o.delivery_id) for o in outcomes if o.status == "sent"]
     conn.executemany(
         "UPDATE deliveries SET status = 'sent', attempts = attempts + 1, last_code = ?, last_reply = ?,"
-        " last_host = ?, updated = ?, lease_until = NULL WHERE id = ?",
+        " last_host = ?, updated = ?, lease_until = NULL WHERE id = ? AND status NOT IN ('sent', 'failed')",
         sent,
     )
     failed = [(o.code, o.reply, o.host, now, o.delivery_id) for o in outcomes if o.status == "failed"]
     conn.executemany(
         "UPDATE deliveries SET status = 'failed', attempts = attempts + 1, last_code = ?, last_reply = ?,"
-        " last_host = ?, updated = ?, lease_until = NULL WHERE id = ?",
+        " last_host = ?, updated = ?, lease_until = NULL WHERE id = ? AND status NOT IN ('sent', 'failed')",
         failed,
     )
     for outcome in outcomes:
@@ -162,11 +166,11 @@ def last_server_reply(reply: str) -> str:
 def _defer(conn: sqlite3.Connection, outcome: Outcome, now: float, policy: RetryPolicy) -> None:
     row = conn.execute(
         "SELECT d.attempts, m.created FROM deliveries d JOIN messages m ON m.id = d.message_id"
-        " WHERE d.id = ?",
+        " WHERE d.id = ? AND d.status NOT IN ('sent', 'failed')",
         (outcome.delivery_id,),
     ).fetchone()
     if row is None:
-        return
+        return  # gone, or already final: an outcome never undoes a sent or failed row
     attempts = row[0] + 1
     next_attempt = now + policy.delay(attempts)
     if next_attempt > row[1] + policy.give_up_after:

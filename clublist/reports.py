@@ -92,7 +92,7 @@ def delivery_report(
     which may be large or private).
     """
     headers = BytesHeaderParser(policy=email.policy.default).parsebytes(original_headers)
-    subject = str(headers.get("Subject", "")).strip() or "(no subject)"
+    subject = one_line(str(headers.get("Subject", ""))) or "(no subject)"
     failed = any(failure.action == "failed" for failure in failures)
 
     report = _new_message(
@@ -133,11 +133,23 @@ def notice(
         message_id_domain=message_id_domain,
         auto_submitted=auto_submitted,
     )
-    if in_reply_to:
-        message["In-Reply-To"] = in_reply_to
-        message["References"] = in_reply_to
+    if in_reply_to and _MESSAGE_ID.fullmatch(in_reply_to.strip()):
+        message["In-Reply-To"] = in_reply_to.strip()
+        message["References"] = in_reply_to.strip()
     message.set_content(text)
     return message
+
+
+def one_line(text: str) -> str:
+    """Header text taken from incoming mail, safe to write back: one line, no control characters.
+
+    Decoded encoded-words can carry CR or LF; the email package refuses those
+    in a header, and a hostile sender must not be able to make a notice fail.
+    """
+    return " ".join("".join(c if c.isprintable() else " " for c in text).split())[:200]
+
+
+_MESSAGE_ID = re.compile(r"<[^<>\s@]+@[^<>\s@]+>")
 
 
 def _new_message(
@@ -151,7 +163,7 @@ def _new_message(
     message = EmailMessage(policy=_POLICY)
     message["From"] = sender
     message["To"] = to if isinstance(to, str) else ", ".join(to)
-    message["Subject"] = subject
+    message["Subject"] = one_line(subject)
     message["Date"] = format_datetime(datetime.now(UTC))
     message["Message-ID"] = make_msgid(domain=message_id_domain)
     message["Auto-Submitted"] = auto_submitted

@@ -264,7 +264,9 @@ def test_refused_content_is_not_counted_but_alerts_the_administrator(box: Box, n
     assert [e.kind for e in box.events(address)] == ["content"]  # kept as evidence ...
     assert box.score(address) == 0  # ... but never counted
     [alert] = box.notices()
-    assert alert.recipients == ["admin@myclub.org"] and alert.sender == "bounces@myclub.org"
+    assert (
+        alert.recipients == ["admin@myclub.org"] and alert.sender == ""
+    )  # from <>: its own refusal can never loop
     assert alert.message["Subject"].startswith("Reputation alert: ")
     assert alert.message["Auto-Submitted"] == "auto-generated"
     assert address in alert.message.get_content()
@@ -284,7 +286,7 @@ def test_forged_verp_token_cannot_turn_a_report_against_another_member(box: Box)
     forged = "bounces+0000000000" + genuine[genuine.index("=") :]
     box.bounce(sample("postfix_user_unknown.eml"), to=forged)
     assert box.events("anna@example.org") == []
-    assert [e.source for e in box.events("jonas.weber@example.net")] == ["dsn"]  # read as without a token
+    assert box.events("jonas.weber@example.net") == []  # a forged token's report counts for nobody
 
 
 def test_vacation_auto_reply_to_a_verp_address_changes_nothing(box: Box) -> None:

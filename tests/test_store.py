@@ -97,3 +97,17 @@ def test_write_that_would_break_the_club_is_refused(store: Store, club_dir: Path
     with pytest.raises(ClublistError):
         actions.config_set(store, Actor.shell(), "site.timezone", "Mars/Olympus")
     assert store.load().site.site.timezone == "Europe/Berlin"
+
+
+def test_an_alias_cannot_borrow_an_owners_or_the_administrators_rights(store: Store) -> None:
+    admin = Actor.shell()
+    actions.list_create(store, admin, "news", owners=["carol@example.org"], posting="owners")
+    actions.member_add(store, admin, "anna@example.org", lists=("youth",))
+    anna = Actor.for_sender(store.load(), "anna@example.org")
+    for address in ("carol@example.org", "admin@myclub.org"):
+        with pytest.raises(ClublistError, match=r"owns news|administrator's address"):
+            actions.member_set(store, anna, "anna@example.org", MemberChanges(add_aliases=(address,)))
+    with pytest.raises(ClublistError, match="owns news"):
+        actions.member_add(store, admin, "bob@example.org", aliases=("Carol@Example.org",))
+    actions.member_add(store, admin, "carol@example.org", lists=("news",))  # the owner herself may join
+    assert store.load().member("anna@example.org").aliases == ()

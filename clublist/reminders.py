@@ -803,6 +803,14 @@ def _personal_address(club: Club, to: str) -> tuple[str, str]:
     return to, f"{to} is no longer a member"
 
 
+def _still_may_remind(club: Club, mailing_list: MailingList, creator: str) -> bool:
+    """A member's reminder to a list fires only while they may post there (they may have left)."""
+    from clublist import rules
+
+    actor = Actor.for_sender(club, creator)
+    return actor.is_admin or rules.may_post(club, mailing_list, creator) is None
+
+
 def _bot(club: Club) -> Address:
     """From of every reminder: the bot, named after the club, so replies reach the bot."""
     return Address(display_name=f"{club.site.site.name} reminders", addr_spec=club.site.bot_address)
@@ -821,6 +829,8 @@ def _send_to_list(
     mailing_list = club.lists.get(reminder.to)
     if mailing_list is None:
         return _with(firing, reason=f"there is no list {reminder.to!r} any more")
+    if reminder.created_by and not _still_may_remind(club, mailing_list, reminder.created_by):
+        return _with(firing, reason=f"{reminder.created_by} may no longer post to {mailing_list.name}")
     targets = posting.recipients(club, mailing_list, None)
     if not targets:
         return _with(firing, reason=f"nobody on {mailing_list.name} receives mail")

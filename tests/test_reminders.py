@@ -533,3 +533,14 @@ def test_parse_duration() -> None:
     assert reminders.parse_duration("45") == timedelta(seconds=45)
     with pytest.raises(ClublistError, match="not a duration"):
         reminders.parse_duration("soon")
+
+
+def test_a_members_reminder_stops_when_they_may_no_longer_post(club: Store, conn: sqlite3.Connection) -> None:
+    anna = Actor.for_sender(club.load(), "anna@example.org")
+    add(club, anna, to="youth", every="day 18:00")
+    run(club, conn, berlin(2026, 11, 18, 18, 30))
+    assert len(queued(conn)) == 1
+    actions.member_leave(club, anna, "anna@example.org", "youth")
+    result = run(club, conn, berlin(2026, 11, 19, 18, 30))
+    assert len(queued(conn)) == 1
+    assert any("may no longer post to youth" in f.reason for f in [*result.queued, *result.skipped])

@@ -15,21 +15,20 @@ DMARC, not of the TLS session.
 from __future__ import annotations
 
 import asyncio
-import email
-import email.policy
+import functools
 import logging
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email.message import EmailMessage
+from email.headerregistry import Address
 from email.utils import format_datetime
 from typing import Any, Literal, Protocol
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from clublist import moderation, posting, queue, replies, rules
+from clublist import decorate, moderation, posting, queue, replies, rules
 from clublist.dns import Resolver
 from clublist.model import MailingList, Member, address_key, parse_address
 from clublist.state import Writer
@@ -137,6 +136,23 @@ class Listener(SMTP):
             self._counted = False
             self._limits.active -= 1
         super().connection_lost(error)
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """A message as DATA received it, read once for all its targets."""
+
+    raw: bytes
+    message: decorate.ReceivedMessage  # header values as received; the rules and decoration read it
+    from_address: Address | None  # the one address of its From header, None unless exactly one
+    subject: str  # decoded, cut to 200 characters for the queue and the log
+    received: bytes  # our Received trace header, CRLF-terminated
+
+    @classmethod
+    def read(cls, raw: bytes, received: bytes) -> Incoming:
+        message = decorate.parse(raw)
+        subject = decorate.header_text(message.get("Subject", ""))[:200]
+        return cls(raw, message, decorate.sole_address(message, "From"), subject, received)
 
 
 @dataclass
@@ -259,14 +275,12 @@ class InboundHandler:
         club: Club = envelope.clublist_club  # type: ignore[attr-defined]
         targets: list[Target] = envelope.clublist_targets  # type: ignore[attr-defined]
         raw = envelope.original_content or b""
-        message = email.message_from_bytes(raw, policy=email.policy.default)
-        assert isinstance(message, EmailMessage)
-        received = self._received(session, envelope)
+        incoming = Incoming.read(raw, self._received(session, envelope))
         accepted: list[Accepted] = []
         covered: set[str] = set()
         for target in targets:
             if target.kind == "post":
-                result = await self._post(club, target, envelope, message, raw, received, covered)
+                result = await self._post(club, target, envelope, incoming, covered)
                 if isinstance(result, str):
                     log.info("refused post to %s from %s: %s", target.address, envelope.mail_from, result)
                     return result
@@ -277,7 +291,7 @@ class InboundHandler:
                 job = await processor.process(club, target, _sender(envelope), raw, self.clock())
                 accepted.append(Accepted(target.kind, target, job=job))
             else:
-                accepted.append(self._forward(club, target, raw, received))
+                accepted.append(self._forward(club, target, incoming))
         if not accepted:
             log.info("discarded message from %s to %s", envelope.mail_from, ", ".join(envelope.rcpt_tos))
             return replies.DISCARDED
@@ -295,23 +309,22 @@ class InboundHandler:
         club: Club,
         target: Target,
         envelope: Envelope,
-        message: EmailMessage,
-        raw: bytes,
-        received: bytes,
+        incoming: Incoming,
         covered: set[str],
     ) -> Accepted | str | None:
         """Rules then decoration for one list: an Accepted, a refusal reply, or None (discarded)."""
         mailing_list = target.mailing_list
         assert mailing_list is not None
-        author = _author(club, message, _sender(envelope))
+        author = _author(club, incoming.from_address, _sender(envelope))
         post = rules.Post(
-            message=message,
-            size=len(raw),
+            message=incoming.message,
+            size=len(incoming.raw),
             envelope_sender=_sender(envelope),
             mailing_list=mailing_list,
             club=club,
             author=author,
-            posts_today=self._posts_today(author),
+            posts_today=self._posts_today(club, author),
+            from_address=incoming.from_address,
         )
         verdict = rules.evaluate(post, self.rules)
         log.debug("rule %s: %s (%s)", verdict.rule, verdict.action, verdict.reason)
@@ -321,31 +334,38 @@ class InboundHandler:
             log.info("discarded post to %s: %s", mailing_list.name, verdict.reason)
             return None
         author_key = author.key if author else address_key(_sender(envelope))
-        subject = str(message.get("Subject", ""))[:200]
         if verdict.action == "hold":
             return Accepted(
                 "held",
                 target,
-                content=received + raw,
+                content=incoming.received + incoming.raw,
                 held_reason=verdict.reason,
                 author=author_key,
-                subject=subject,
+                subject=incoming.subject,
             )
-        rewrite = await posting.rewrite_from(self.resolver, mailing_list, message)
-        content = received + posting.prepare(message, mailing_list, club, author, rewrite_from=rewrite)
+        from_address = incoming.from_address
+        rewrite = await posting.rewrite_from(self.resolver, mailing_list, incoming.message, from_address)
+        decorated = posting.prepare(
+            incoming.message, mailing_list, club, author, rewrite_from=rewrite, from_address=from_address
+        )
         recipients = posting.recipients(club, mailing_list, author_key, covered)
-        return Accepted("post", target, recipients, content, author=author_key, subject=subject)
+        content = incoming.received + decorated
+        return Accepted("post", target, recipients, content, author=author_key, subject=incoming.subject)
 
-    def _forward(self, club: Club, target: Target, raw: bytes, received: bytes) -> Accepted:
+    def _forward(self, club: Club, target: Target, incoming: Incoming) -> Accepted:
         """Owner and postmaster mail goes on unchanged (so its DKIM signature still holds)."""
         if target.kind == "owner" and target.mailing_list is not None and target.mailing_list.owners:
             recipients = list(target.mailing_list.owners)
         else:
             recipients = [club.site.site.admin]
-        return Accepted("forward", target, recipients, received + raw, subject=_subject(raw))
+        content = incoming.received + incoming.raw
+        return Accepted("forward", target, recipients, content, subject=incoming.subject)
 
-    def _posts_today(self, author: Member | None) -> int:
-        return posting.posts_today(self.reader, author.key, self.clock()) if author else 0
+    def _posts_today(self, club: Club, author: Member | None) -> int:
+        """The author's posts today, read only when a daily limit applies (a query on the event loop)."""
+        if author is None or rules.daily_limit(club, author) == 0:
+            return 0
+        return posting.posts_today(self.reader, author.key, self.clock())
 
     async def _commit(self, club: Club, envelope: Envelope, accepted: list[Accepted]) -> list[str]:
         """One transaction for everything the message became; shielded so a hang-up cannot cut it."""
@@ -414,7 +434,7 @@ class InboundHandler:
             if cipher:
                 protocol += "S"
                 tls = f" ({cipher[1]} cipher {cipher[0]})"
-        stamp = format_datetime(datetime.fromtimestamp(self.clock(), UTC))
+        stamp = _date(int(self.clock()))
         header = (
             f"Received: from {helo} ([{peer}])\r\n\tby {self.hostname} (clublist) with {protocol}{tls};\r\n"
             f"\t{stamp}\r\n"
@@ -422,21 +442,15 @@ class InboundHandler:
         return header.encode("ascii", "replace")
 
 
-def _author(club: Club, message: EmailMessage, envelope_sender: str) -> Member | None:
-    """The member the header From names (the envelope sender when From names nobody we know)."""
-    try:
-        addresses = message["From"].addresses if message["From"] else ()
-    except Exception:
-        addresses = ()
-    if not addresses:
-        return club.member(envelope_sender) if envelope_sender else None
-    for address in addresses:
-        member = club.member(address.addr_spec)
-        if member is not None:
-            return member
-    return None
+@functools.lru_cache(maxsize=1)
+def _date(second: int) -> str:
+    """The RFC 5322 date of a second: the posts of one second share it, so it is formatted once."""
+    return format_datetime(datetime.fromtimestamp(second, UTC))
 
 
-def _subject(content: bytes) -> str:
-    parsed = email.message_from_bytes(content.split(b"\r\n\r\n", 1)[0], policy=email.policy.default)
-    return str(parsed.get("Subject", ""))[:200]
+def _author(club: Club, from_address: Address | None, envelope_sender: str) -> Member | None:
+    """The member the header From names; the envelope sender's without a single From address
+    (the member rule refuses such a post, so then the author only labels it)."""
+    if from_address is not None:
+        return club.member(from_address.addr_spec)
+    return club.member(envelope_sender) if envelope_sender else None

@@ -15,7 +15,7 @@ import sqlite3
 from dataclasses import dataclass
 from email.message import EmailMessage
 
-from clublist import posting, queue, reports
+from clublist import decorate, posting, queue, reports
 from clublist.actions import Actor, Done
 from clublist.errors import ClublistError, PermissionDenied
 from clublist.model import MailingList
@@ -119,10 +119,8 @@ def held_approve(
     """Send a held post on to its list, decorated as any post; the held copy is removed."""
     post, content = _require(conn, club, actor, held_id)
     mailing_list = club.require_list(post.list_name)
-    message = email.message_from_bytes(content, policy=email.policy.default)
-    assert isinstance(message, EmailMessage)
     author = club.member(post.author) if post.author else None
-    wire = posting.prepare(message, mailing_list, club, author, rewrite_from=rewrite_from)
+    wire = posting.prepare(decorate.parse(content), mailing_list, club, author, rewrite_from=rewrite_from)
     targets = posting.recipients(club, mailing_list, author.key if author else None)
     queue_id = posting.enqueue_post(
         conn,

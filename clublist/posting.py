@@ -7,11 +7,11 @@ author's post counted, all in the caller's transaction.
 
 from __future__ import annotations
 
-import email.policy
 import logging
 import sqlite3
 from datetime import UTC, datetime
-from email.message import EmailMessage
+from email.headerregistry import Address
+from email.message import Message
 from typing import Protocol
 
 from clublist import decorate, queue
@@ -46,13 +46,27 @@ def recipients(
 
 
 def prepare(
-    message: EmailMessage, mailing_list: MailingList, club: Club, author: Member | None, *, rewrite_from: bool
+    message: Message,
+    mailing_list: MailingList,
+    club: Club,
+    author: Member | None,
+    *,
+    rewrite_from: bool,
+    from_address: Address | None = None,
 ) -> bytes:
-    """The decorated post as it goes on the wire (CRLF line ends)."""
-    decorated = decorate.decorate(
-        message, mailing_list, club.site, rewrite_from=rewrite_from, author_name=author.name if author else ""
+    """The decorated post as it goes on the wire (CRLF line ends).
+
+    *message* is best :func:`decorate.parse`'s reading of the bytes received (any Message
+    works, serialised first); *from_address* its one From address if the caller has read it.
+    """
+    return decorate.decorate(
+        message,
+        mailing_list,
+        club.site,
+        rewrite_from=rewrite_from,
+        author_name=author.name if author else "",
+        from_address=from_address,
     )
-    return decorated.as_bytes(policy=email.policy.SMTP)
 
 
 def today(now: float) -> str:
@@ -99,22 +113,22 @@ def enqueue_post(
     return queue_id
 
 
-async def rewrite_from(resolver: DmarcLookup, mailing_list: MailingList, message: EmailMessage) -> bool:
+async def rewrite_from(
+    resolver: DmarcLookup, mailing_list: MailingList, message: Message, from_address: Address | None = None
+) -> bool:
     """Whether this post's From must be the list's: by the list's setting and the author domain's DMARC.
 
-    A lookup that fails counts as "rewrite": the safe side for delivery.
+    *from_address* is the post's one From address if the caller has read it (else read here).
+    A post without one, or a lookup that fails, counts as "rewrite": the safe side for delivery.
     """
     if mailing_list.from_rewrite != "dmarc":
         return decorate.needs_from_rewrite(mailing_list, None, lookup_failed=False)
-    try:
-        addresses = message["From"].addresses if message["From"] else ()
-    except Exception:
-        addresses = ()
-    if not addresses:
+    author = from_address or decorate.sole_address(message, "From")
+    if author is None:
         return True
     try:
-        policy = await resolver.dmarc_policy(addresses[0].domain.lower())
+        policy = await resolver.dmarc_policy(author.domain.lower())
     except Exception as exc:
-        log.info("DMARC lookup for %s failed (%s); rewriting From", addresses[0].domain, exc)
+        log.info("DMARC lookup for %s failed (%s); rewriting From", author.domain, exc)
         return decorate.needs_from_rewrite(mailing_list, None, lookup_failed=True)
     return decorate.needs_from_rewrite(mailing_list, policy, lookup_failed=False)

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from email.message import EmailMessage
+from email.headerregistry import Address
+from email.message import Message
 from email.utils import getaddresses
 from typing import Literal
 
-from clublist.decorate import list_id, sole_address
+from clublist.decorate import header_text, list_id
 from clublist.model import MailingList, Member, address_key
 from clublist.replies import (
     DAILY_LIMIT_PERMANENT,
@@ -40,13 +41,14 @@ _AUTOREPLY_HEADERS = ("X-Autoreply", "X-Autorespond")
 class Post:
     """Everything the rules may look at; built by the SMTP handler."""
 
-    message: EmailMessage  # parsed with email.policy.default
+    message: Message  # decorate.parse: header values as received, read them with decorate.header_text
     size: int  # bytes as received
     envelope_sender: str  # "" for the null sender
     mailing_list: MailingList
     club: Club
     author: Member | None  # the member the header From (or envelope sender) belongs to
-    posts_today: int  # the author's posts already accepted today (counted in SQLite by the caller)
+    posts_today: int  # the author's posts accepted today; 0 when no daily limit applies (not looked up)
+    from_address: Address | None  # decorate.sole_address(message, "From"): None unless exactly one
 
 
 @dataclass(frozen=True)
@@ -134,9 +136,9 @@ def check_loop(post: Post) -> Verdict | None:
     """Our own List-Id or X-Loop on an incoming post means it went out and came back."""
     own_id = list_id(post.mailing_list, post.club.site.domain).lower()
     list_address = address_key(post.mailing_list.address(post.club.site.domain))
-    list_ids = [_angle_content(str(v)).lower() for v in post.message.get_all("List-Id", [])]
+    list_ids = [_angle_content(header_text(v)).lower() for v in post.message.get_all("List-Id", [])]
     loop_addresses = [
-        address_key(a) for _, a in getaddresses([str(v) for v in post.message.get_all("X-Loop", [])])
+        address_key(a) for _, a in getaddresses([header_text(v) for v in post.message.get_all("X-Loop", [])])
     ]
     if own_id in list_ids or list_address in loop_addresses:
         reason = f"mail loop: the message has already been through {list_address}"
@@ -147,9 +149,10 @@ def check_loop(post: Post) -> Verdict | None:
 def check_auto_submitted(post: Post) -> Verdict | None:
     """Machines' mail (RFC 3834 auto-replies, bulk mail, vacation notices) is not a post."""
     message = post.message
-    auto_submitted = message.get("Auto-Submitted")
-    precedence = str(message.get("Precedence", "")).strip().lower()
-    if auto_submitted is not None and str(auto_submitted).split(";")[0].strip().lower() != "no":
+    value = message.get("Auto-Submitted")
+    auto_submitted = None if value is None else header_text(value)
+    precedence = header_text(message.get("Precedence", "")).strip().lower()
+    if auto_submitted is not None and auto_submitted.split(";")[0].strip().lower() != "no":
         reason = f"automatic mail (Auto-Submitted: {auto_submitted}) is not posted"
     elif precedence in _BULK_PRECEDENCE:
         reason = f"bulk mail (Precedence: {precedence}) is not posted"
@@ -162,7 +165,7 @@ def check_auto_submitted(post: Post) -> Verdict | None:
 
 def check_member(post: Post) -> Verdict | None:
     """Both the header From and the envelope sender must be allowed to post to the list."""
-    author = sole_address(post.message, "From")
+    author = post.from_address
     if author is None:
         reason = "the message must have exactly one address in its From header"
         return _reject("member", render(NOT_ALLOWED_TO_POST, reason=reason))
@@ -175,13 +178,18 @@ def check_member(post: Post) -> Verdict | None:
 
 def check_daily_limit(post: Post) -> Verdict | None:
     """At most so many posts a day per author; a limit of 0 means no limit."""
-    own_limit = post.author.daily_limit if post.author else None
-    limit = post.club.site.posting.daily_limit if own_limit is None else own_limit
+    limit = daily_limit(post.club, post.author)
     if limit == 0 or post.posts_today < limit:
         return None
     temporary = post.club.site.posting.daily_limit_reply == "temporary"
     template = DAILY_LIMIT_TEMPORARY if temporary else DAILY_LIMIT_PERMANENT
     return _reject("daily_limit", render(template, sender=_poster(post), limit=limit))
+
+
+def daily_limit(club: Club, author: Member | None) -> int:
+    """How many posts a day *author* may send: their own limit, else the site's; 0 means no limit."""
+    own_limit = author.daily_limit if author else None
+    return club.site.posting.daily_limit if own_limit is None else own_limit
 
 
 def check_moderation(post: Post) -> Verdict | None:
@@ -235,7 +243,7 @@ def _reason(reply: str) -> str:
 
 def _poster(post: Post) -> str:
     """The address the post comes from, as its author wrote it."""
-    author = sole_address(post.message, "From")
+    author = post.from_address
     return author.addr_spec if author is not None else post.envelope_sender
 
 

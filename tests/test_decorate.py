@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import base64
 import email
+import email.parser
 import quopri
-from email.message import EmailMessage
-from email.policy import SMTP, default
+from collections.abc import Callable
+from email.message import EmailMessage, Message
+from email.policy import compat32, default
 
 import pytest
 
-from clublist.decorate import decorate, needs_from_rewrite, prefixed_subject
+from clublist.decorate import ReceivedMessage, decorate, header_text, needs_from_rewrite, prefixed_subject
+from clublist.decorate import parse as parse_received
 from clublist.model import MailingList, Site, SiteSection, replace
 
 SITE = Site(site=SiteSection(domain="myclub.org", admin="admin@myclub.org"))
@@ -34,23 +37,38 @@ PNG = bytes(range(256)) * 4
 
 
 def parse(raw: bytes) -> EmailMessage:
+    """Read the result as a receiver would."""
     return email.message_from_bytes(raw, policy=default)  # type: ignore[return-value]
 
 
-def plain(body: bytes = b"See you there.\r\n", content: str = "", headers: str = HEADERS) -> EmailMessage:
-    return parse(headers.encode() + content.encode() + b"\r\n" + body)
+def plain(body: bytes = b"See you there.\r\n", content: str = "", headers: str = HEADERS) -> ReceivedMessage:
+    """A post as the SMTP listener reads it."""
+    return parse_received(headers.encode() + content.encode() + b"\r\n" + body)
+
+
+def snapshot(message: Message) -> object:
+    """All there is to a message, to see that it did not change (the generator cannot write the
+    unparsed 8-bit multipart body of a ReceivedMessage)."""
+    if isinstance(message, ReceivedMessage):
+        return message.items(), message.body()
+    return message.as_bytes()
 
 
 def sent(
-    message: EmailMessage,
+    message: Message,
     mailing_list: MailingList = YOUTH,
     *,
     rewrite_from: bool = False,
     author_name: str = "",
 ) -> tuple[bytes, EmailMessage]:
-    """Decorate, serialise as the queue would, and parse back as a receiver would."""
-    raw = decorate(message, mailing_list, SITE, rewrite_from=rewrite_from, author_name=author_name).as_bytes()
+    """Decorate into the bytes the queue keeps, and parse them back as a receiver would."""
+    raw = decorate(message, mailing_list, SITE, rewrite_from=rewrite_from, author_name=author_name)
     return raw, parse(raw)
+
+
+def header_line(raw: bytes, name: str) -> bytes:
+    """The first line of header *name* on the wire."""
+    return (b"\r\n" + raw).split(f"\r\n{name}: ".encode())[1].split(b"\r\n")[0]
 
 
 def text(part: EmailMessage) -> str:
@@ -69,10 +87,14 @@ def mime(content_type: str, *more: str) -> str:
     return "".join(f"{line}\r\n" for line in ("MIME-Version: 1.0", f"Content-Type: {content_type}", *more))
 
 
-def multipart(subtype: str, *parts: str, extra: str = "") -> EmailMessage:
+def multipart_bytes(subtype: str, *parts: str, extra: str = "") -> bytes:
     body = "".join(f"--BOUNDARY\r\n{part}\r\n" for part in parts) + "--BOUNDARY--\r\n"
     content = f'MIME-Version: 1.0\r\nContent-Type: multipart/{subtype}; boundary="BOUNDARY"{extra}\r\n'
-    return plain(body.encode(), content)
+    return HEADERS.encode() + content.encode() + b"\r\n" + body.encode()
+
+
+def multipart(subtype: str, *parts: str, extra: str = "") -> ReceivedMessage:
+    return parse_received(multipart_bytes(subtype, *parts, extra=extra))
 
 
 TEXT_PART = 'Content-Type: text/plain; charset="utf-8"\r\nContent-Transfer-Encoding: 8bit\r\n\r\nGrüße\r\n'
@@ -84,6 +106,38 @@ PNG_PART = (
     "Content-Type: image/png\r\nContent-ID: <logo>\r\nContent-Transfer-Encoding: base64\r\n"
     'Content-Disposition: attachment; filename="logo.png"\r\n\r\n' + base64.encodebytes(PNG).decode()
 )
+
+
+# --- reading a post ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"Subject: hi\r\nTo: a@b.example\r\n\r\nbody\r\n\r\nmore\r\n",
+        b"Subject: hi\nTo: a@b.example\n\nbody\n",
+        b"Subject: hi\r\n folded\r\n\tagain\r\n\r\nbody",
+        b"From someone Tue Dec  1 18:00:00 2026\r\nSubject: hi\r\n\r\nbody",
+        b"Subject: hi\r\nno header here\r\nTo: a@b.example\r\n\r\nbody",
+        b"Subject: hi\r\rbody",
+        b"Subject: hi\r\r\nbody",
+        b"Subject: hi\r\n",
+        b"\r\nbody only",
+        b"",
+    ],
+)
+def test_parse_splits_header_and_body_where_the_email_package_does(raw: bytes) -> None:
+    expected = email.parser.BytesParser(policy=compat32).parsebytes(raw, headersonly=True)
+    message = parse_received(raw)
+    assert message.items() == expected.items()
+    assert message.get_unixfrom() == expected.get_unixfrom()
+    assert message.body() == expected.get_payload().encode()
+
+
+def test_parse_keeps_raw_8bit_header_bytes_for_reading_as_utf8() -> None:
+    message = parse_received("Subject: Grüße\r\n\r\nb".encode())
+    assert header_text(message["Subject"]) == "Grüße"
+    assert message.body() == b"b"
 
 
 # --- when From is rewritten ----------------------------------------------------
@@ -169,19 +223,20 @@ def test_headers_of_other_lists_and_hops_are_replaced_not_stacked() -> None:
 
 
 def test_decorating_twice_stacks_no_header() -> None:
-    once = decorate(plain(), YOUTH, SITE, rewrite_from=True)
-    twice = decorate(once, YOUTH, SITE, rewrite_from=True)
-    out = parse(twice.as_bytes())
-    for name in {name for name in out if name.lower() not in ("content-type", "content-transfer-encoding")}:
-        assert out.get_all(name) == once.get_all(name), name
-        assert len(out.get_all(name)) == 1, name
+    once = parse(decorate(plain(), YOUTH, SITE, rewrite_from=True))
+    for again in (parse_received(once.as_bytes()), once):  # as the listener reads it, and any message
+        out = parse(decorate(again, YOUTH, SITE, rewrite_from=True))
+        for name in {n for n in out if n.lower() not in ("content-type", "content-transfer-encoding")}:
+            assert out.get_all(name) == once.get_all(name), name
+            assert len(out.get_all(name)) == 1, name
 
 
-def test_the_input_message_is_not_changed() -> None:
-    message = multipart("alternative", TEXT_PART, HTML_PART)
-    before = message.as_bytes()
+@pytest.mark.parametrize("read", [parse_received, parse])
+def test_the_input_message_is_not_changed(read: Callable[[bytes], Message]) -> None:
+    message = read(multipart_bytes("alternative", TEXT_PART, HTML_PART))
+    before = snapshot(message)
     decorate(message, replace(YOUTH, reply_to="list"), SITE, rewrite_from=True)
-    assert message.as_bytes() == before
+    assert snapshot(message) == before
 
 
 def test_identity_and_threading_headers_are_kept() -> None:
@@ -237,7 +292,7 @@ def test_subject_prefix_on_an_encoded_word_subject() -> None:
     )
     raw, out = sent(plain(headers=headers))
     assert out["Subject"] == "Re: [Youth] Grüße aus München"
-    subject_line = raw.split(b"\r\nSubject: ")[1].split(b"\r\n")[0]
+    subject_line = header_line(raw, "Subject")
     assert subject_line.isascii() and b"=?utf-8?" in subject_line
 
 
@@ -348,13 +403,52 @@ def test_a_text_attachment_is_wrapped() -> None:
     assert first.get_payload(decode=True) == b"data\r\n"
 
 
+def test_footer_on_an_8bit_utf8_body_makes_it_quoted_printable() -> None:
+    content = mime('text/plain; charset="utf-8"', "Content-Transfer-Encoding: 8bit")
+    _, out = sent(plain("Grüße aus München\r\n".encode(), content))
+    assert out.get_content_charset() == "utf-8"
+    assert out["Content-Transfer-Encoding"] == "quoted-printable"  # 7bit-safe for DKIM
+    assert text(out) == f"Grüße aus München\n\n-- \n{FOOTER}\n"
+
+
+@pytest.mark.parametrize(("width", "encoding"), [(78, "7bit"), (79, "quoted-printable")])
+def test_footer_on_ascii_text_keeps_7bit_while_lines_are_short(width: int, encoding: str) -> None:
+    line = "x" * width
+    _, out = sent(plain(f"{line}\r\n".encode(), mime("text/plain")))
+    assert out["Content-Transfer-Encoding"] == encoding
+    assert text(out) == f"{line}\n\n-- \n{FOOTER}\n"
+
+
+def test_a_new_charset_keeps_the_other_parameters() -> None:
+    content = mime('text/plain; charset="iso-8859-1"; format=flowed', "Content-Transfer-Encoding: 8bit")
+    _, out = sent(plain("Grüße\r\n".encode("latin-1"), content), replace(YOUTH, footer="10 €"))
+    assert out.get_content_charset() == "utf-8"
+    assert out["Content-Type"].params["format"] == "flowed"
+    assert text(out) == "Grüße\n\n-- \n10 €\n"
+
+
+@pytest.mark.parametrize(
+    ("encoding", "body"),
+    [
+        ("base64", b"SGVsbG8gd29ybGQ\r\n"),
+        ("x-uuencode", b"begin 644 x\r\n+2&5L;&\\@=V]R;&0`\r\n`\r\nend\r\n"),
+    ],
+)
+def test_transfer_encodings_read_only_by_the_email_package_still_get_the_footer(
+    encoding: str, body: bytes
+) -> None:
+    content = mime('text/plain; charset="us-ascii"', f"Content-Transfer-Encoding: {encoding}")
+    _, out = sent(plain(body, content))
+    assert text(out) == f"Hello world\n\n-- \n{FOOTER}\n"
+
+
 # --- footer: multipart ---------------------------------------------------------------
 
 
 def test_footer_is_a_new_last_part_of_multipart_mixed() -> None:
-    message = multipart("mixed", TEXT_PART, PNG_PART)
-    original = decoded_parts(message)
-    _, out = sent(message)
+    raw = multipart_bytes("mixed", TEXT_PART, PNG_PART)
+    original = decoded_parts(parse(raw))
+    _, out = sent(parse_received(raw))
     parts = out.get_payload()
     assert out.get_content_type() == "multipart/mixed"
     assert len(parts) == 3
@@ -369,9 +463,9 @@ def test_footer_is_a_new_last_part_of_multipart_mixed() -> None:
     ("subtype", "parts"), [("alternative", (TEXT_PART, HTML_PART)), ("related", (HTML_PART, PNG_PART))]
 )
 def test_alternative_and_related_are_wrapped_in_mixed(subtype: str, parts: tuple[str, ...]) -> None:
-    message = multipart(subtype, *parts)
-    original = decoded_parts(message)
-    _, out = sent(message)
+    raw = multipart_bytes(subtype, *parts)
+    original = decoded_parts(parse(raw))
+    _, out = sent(parse_received(raw))
     assert out.get_content_type() == "multipart/mixed"
     assert out["MIME-Version"] == "1.0"
     inner, footer = out.get_payload()
@@ -387,6 +481,34 @@ def test_a_single_html_part_is_wrapped() -> None:
     assert html.get_content_type() == "text/html"
     assert html.get_payload(decode=True) == b"<p>Hello</p>\r\n"
     assert footer.get_content_type() == "text/plain"
+
+
+def test_wrapping_keeps_the_bytes_of_the_body() -> None:
+    message = multipart("alternative", TEXT_PART, HTML_PART)
+    raw, _ = sent(message)
+    assert message.body() in raw
+
+
+def test_the_footer_part_goes_before_the_close_delimiter_keeping_preamble_and_epilogue() -> None:
+    body = f"preamble\r\n--BOUNDARY\r\n{TEXT_PART}\r\n--BOUNDARY--\r\nepilogue\r\n"
+    content = 'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="BOUNDARY"\r\n'
+    _, out = sent(plain(body.encode(), content))
+    assert out.preamble == "preamble"
+    assert out.epilogue.strip() == "epilogue"
+    assert [part.get_content_type() for part in out.get_payload()] == ["text/plain", "text/plain"]
+    assert text(out.get_payload()[1]) == FOOTER + "\n"
+
+
+def test_a_multipart_without_its_close_delimiter_still_gets_the_footer() -> None:
+    body = f"--BOUNDARY\r\n{TEXT_PART}\r\n--BOUNDARY\r\n{HTML_PART}"
+    content = 'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="BOUNDARY"\r\n'
+    _, out = sent(plain(body.encode(), content))
+    assert [part.get_content_type() for part in out.get_payload()] == [
+        "text/plain",
+        "text/html",
+        "text/plain",
+    ]
+    assert text(out.get_payload()[2]) == FOOTER + "\n"
 
 
 def test_non_ascii_footer_part_is_seven_bit_safe() -> None:
@@ -411,8 +533,7 @@ def test_signed_and_encrypted_bodies_are_never_touched(subtype: str, params: str
     raw, out = sent(message)
     assert out.get_content_type() == f"multipart/{subtype}"
     assert len(out.get_payload()) == 2
-    body_in = message.as_bytes(policy=SMTP).split(b"\r\n\r\n", 1)[1]
-    assert raw.split(b"\r\n\r\n", 1)[1] == body_in  # byte for byte, so the signature still verifies
+    assert raw.split(b"\r\n\r\n", 1)[1] == message.body()  # byte for byte, so the signature still verifies
 
 
 def test_an_smime_opaque_message_is_never_touched() -> None:
@@ -482,9 +603,14 @@ def test_from_rewrite_prefers_the_name_the_club_knows() -> None:
     assert out["From"] == "Anna Müller via Youth <youth@myclub.org>"
 
 
+def test_a_name_written_on_two_lines_becomes_one() -> None:
+    _, out = sent(plain(), rewrite_from=True, author_name="Anna\nMüller")
+    assert out["From"] == "Anna Müller via Youth <youth@myclub.org>"
+
+
 def test_from_rewrite_reads_a_raw_utf8_display_name() -> None:
     headers = HEADERS.replace("Anna Example", "Anna Müller")
-    raw, out = sent(parse(headers.encode() + b"\r\nhi\r\n"), rewrite_from=True)
+    raw, out = sent(parse_received(headers.encode() + b"\r\nhi\r\n"), rewrite_from=True)
     assert out["From"].addresses[0].display_name == "Anna Müller via Youth"
     assert out["X-Original-From"] == "Anna Müller <anna@gmail.com>"
     assert b"unknown-8bit" not in raw
@@ -494,7 +620,7 @@ def test_from_rewrite_of_an_encoded_display_name() -> None:
     headers = HEADERS.replace("Anna Example", "=?iso-8859-1?q?Anna_M=FCller?=")
     raw, out = sent(plain(headers=headers), rewrite_from=True)
     assert out["From"] == "Anna Müller via Youth <youth@myclub.org>"
-    assert raw.split(b"\r\nFrom: ")[1].split(b"\r\n")[0].isascii()
+    assert header_line(raw, "From").isascii()
 
 
 def test_without_rewrite_from_stays_and_no_original_from_is_added() -> None:

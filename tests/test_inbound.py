@@ -227,6 +227,21 @@ def test_too_large_is_refused(
     assert "552" in str(refused.value)
 
 
+def test_daily_limit_counts_the_posts_accepted_today(
+    club: Store, club_dir: Path, tmp_path: Path, sink: RemoteMTA, cli: Runner
+) -> None:
+    cli("config", "set", "posting.daily_limit", "1")
+    with (
+        DaemonProcess(club_dir, tmp_path / "state.sqlite3", smarthost=f"127.0.0.1:{sink.port}") as daemon,
+        smtp(daemon) as client,
+    ):
+        assert client.sendmail("anna@example.org", ["youth@myclub.org"], POST) == {}
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            client.sendmail("anna@example.org", ["youth@myclub.org"], POST.replace("p1@", "p2@"))
+    assert refused.value.smtp_code == 450
+    assert b"limit of 1 posts a day" in refused.value.smtp_error
+
+
 def test_edits_to_members_take_effect_without_restart(
     daemon: DaemonProcess, sink: RemoteMTA, cli: Runner
 ) -> None:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import email
-from email.message import EmailMessage
-from email.policy import default
+from email.message import Message
 
 import pytest
 
 from clublist import replies
+from clublist.decorate import parse, sole_address
 from clublist.model import ListenSection, MailingList, Member, PostingSection, Site, SiteSection
 from clublist.rules import RULES, Post, Rule, Verdict, evaluate, may_post, refusal_reply
 from clublist.store import Club
@@ -40,18 +39,16 @@ def club() -> Club:
     return make_club(daily_limit=3)
 
 
-def message(
-    author: str = "Anna <anna@gmail.com>", *headers: str, to: str = "youth@myclub.org"
-) -> EmailMessage:
+def message(author: str = "Anna <anna@gmail.com>", *headers: str, to: str = "youth@myclub.org") -> Message:
+    """A post as the SMTP handler reads it."""
     lines = [f"From: {author}"] if author else []
     lines += [f"To: {to}", "Subject: Training on Friday", "Message-ID: <1@gmail.com>", *headers]
-    raw = ("\r\n".join(lines) + "\r\n\r\nSee you there.\r\n").encode()
-    return email.message_from_bytes(raw, policy=default)  # type: ignore[return-value]
+    return parse(("\r\n".join(lines) + "\r\n\r\nSee you there.\r\n").encode())
 
 
 def post(
     club: Club,
-    msg: EmailMessage | None = None,
+    msg: Message | None = None,
     *,
     sender: str = "anna@gmail.com",
     mailing_list: MailingList = YOUTH,
@@ -59,9 +56,9 @@ def post(
     posts_today: int = 0,
 ) -> Post:
     msg = message() if msg is None else msg
-    addresses = msg["From"].addresses if msg["From"] else ()
-    author = club.member(addresses[0].addr_spec if len(addresses) == 1 else sender)
-    return Post(msg, size, sender, mailing_list, club, author, posts_today)
+    from_address = sole_address(msg, "From")
+    author = club.member(from_address.addr_spec if from_address else sender)
+    return Post(msg, size, sender, mailing_list, club, author, posts_today, from_address)
 
 
 def check(name: str, the_post: Post) -> Verdict | None:
@@ -188,6 +185,12 @@ def test_loop_ignores_another_lists_headers(club: Club) -> None:
     assert check("loop", post(club, msg)) is None
 
 
+def test_loop_reads_a_folded_list_id_with_an_encoded_title(club: Club) -> None:
+    msg = message("Anna <anna@gmail.com>", "List-Id: =?utf-8?q?J=C3=BCgend?=\r\n <Youth.MyClub.org>")
+    verdict = check("loop", post(club, msg))
+    assert verdict is not None and verdict.action == "discard"
+
+
 # --- auto_submitted --------------------------------------------------------------
 
 
@@ -213,6 +216,16 @@ def test_auto_submitted_discards_machine_mail(club: Club, header: str) -> None:
 @pytest.mark.parametrize("header", ["Auto-Submitted: no", "Auto-Submitted: No ", "Precedence: first-class"])
 def test_auto_submitted_lets_people_through(club: Club, header: str) -> None:
     assert check("auto_submitted", post(club, message("Anna <anna@gmail.com>", header))) is None
+
+
+def test_auto_submitted_reason_shows_a_folded_header_on_one_line(club: Club) -> None:
+    msg = message("Anna <anna@gmail.com>", "Auto-Submitted: auto-replied;\r\n owner-email=x@example.org")
+    verdict = check("auto_submitted", post(club, msg))
+    assert verdict is not None
+    assert (
+        verdict.reason
+        == "automatic mail (Auto-Submitted: auto-replied; owner-email=x@example.org) is not posted"
+    )
 
 
 # --- member ----------------------------------------------------------------------

@@ -78,6 +78,15 @@ def route(club: Club, address: str) -> Target | str:
     return replies.UNKNOWN_RECIPIENT.format(address=parsed)
 
 
+MAX_HOPS = 30  # Received headers; RFC 5321 6.3 asks for a limit, Postfix uses 50
+
+
+def _hops(raw: bytes) -> int:
+    """How many Received headers the message carries: many means it is going round in a loop."""
+    head = raw.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
+    return sum(1 for line in head.splitlines() if line[:9].lower() == b"received:")
+
+
 def _sender(envelope: Envelope) -> str:
     """The envelope sender, "" for the null sender."""
     return "" if envelope.mail_from in (None, "", "<>") else envelope.mail_from
@@ -265,6 +274,9 @@ class InboundHandler:
         self.in_progress += 1
         try:
             return await self._data(session, envelope)
+        except RecursionError:
+            log.warning("refused message from %s: MIME nested too deeply", envelope.mail_from)
+            return replies.TOO_DEEPLY_NESTED
         except Exception:
             log.exception("internal error at DATA from %s", envelope.mail_from)
             return replies.TEMPORARY_FAILURE
@@ -275,10 +287,16 @@ class InboundHandler:
         club: Club = envelope.clublist_club  # type: ignore[attr-defined]
         targets: list[Target] = envelope.clublist_targets  # type: ignore[attr-defined]
         raw = envelope.original_content or b""
+        if _hops(raw) > MAX_HOPS:
+            log.warning(
+                "refused message from %s: %d Received headers, a mail loop", envelope.mail_from, _hops(raw)
+            )
+            return replies.TOO_MANY_HOPS
         incoming = Incoming.read(raw, self._received(session, envelope))
         accepted: list[Accepted] = []
         covered: set[str] = set()
-        for target in targets:
+        # Posts first: a refusal must come before the bot has acted on the same message.
+        for target in sorted(targets, key=lambda t: t.kind != "post"):
             if target.kind == "post":
                 result = await self._post(club, target, envelope, incoming, covered)
                 if isinstance(result, str):

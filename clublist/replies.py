@@ -48,6 +48,8 @@ TOO_LARGE: Final[str] = "552 5.3.4 Message too big (limit {limit} bytes)"
 BAD_RECIPIENT_SYNTAX: Final[str] = "553 5.1.3 {address} is not a valid recipient address"
 BAD_SENDER_SYNTAX: Final[str] = "553 5.1.7 {sender} is not a valid sender address"
 NO_VALID_RECIPIENTS: Final[str] = "554 5.5.1 No valid recipients"
+TOO_MANY_HOPS: Final[str] = "554 5.4.6 Too many Received headers: the message is looping"
+TOO_DEEPLY_NESTED: Final[str] = "554 5.6.0 The message's MIME structure is nested too deeply"
 
 # RFC 5321 4.5.3.1.5: a reply line is at most 512 octets including its CRLF.
 _MAX_REPLY = 510

@@ -308,3 +308,33 @@ def test_starttls_is_offered_and_recorded_in_received(
         assert sink.wait_for(lambda s: len(s.delivered) == 2)
     received = sink.transactions[0].message["Received"]
     assert "ESMTPS" in received and "TLSv1." in received and "cipher" in received
+
+
+def test_a_looping_message_is_refused(daemon: DaemonProcess, sink: RemoteMTA) -> None:
+    looping = "".join(
+        f"Received: from hop{n} by hop{n + 1}; Wed, 25 Nov 2026 18:00:00 +0000\r\n" for n in range(31)
+    )
+    with smtp(daemon) as client, pytest.raises(smtplib.SMTPDataError) as refused:
+        client.sendmail("anna@example.org", ["youth@myclub.org"], looping + POST)
+    assert refused.value.smtp_code == 554 and refused.value.smtp_error.startswith(b"5.4.6")
+
+
+def test_deeply_nested_mime_is_refused_not_retried(daemon: DaemonProcess) -> None:
+    depth = 400
+    opening = "".join(
+        f'Content-Type: multipart/mixed; boundary="b{n}"\r\n\r\n--b{n}\r\n' for n in range(depth)
+    )
+    closing = "".join(f"\r\n--b{n}--\r\n" for n in reversed(range(depth)))
+    message = (
+        "From: Anna <anna@example.org>\r\nSubject: nested\r\nMIME-Version: 1.0\r\n"
+        + opening
+        + "Content-Type: text/plain\r\n\r\nhi\r\n"
+        + closing
+    )
+    with smtp(daemon) as client:
+        try:
+            client.sendmail("anna@example.org", ["youth@myclub.org"], message)
+            code = 250
+        except smtplib.SMTPDataError as exc:
+            code = exc.smtp_code
+    assert code in (250, 554)  # accepted and decorated, or refused for good: never 451 forever

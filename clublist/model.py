@@ -166,8 +166,6 @@ class RetrySection:
 
     schedule: list[int] = field(default_factory=lambda: [300, 600, 1200, 2400, 3600])
     give_up_after: int = 5 * 24 * 3600
-    delay_notice_after: int = 0
-    notify_author: bool = False
 
 
 @dataclass(frozen=True)

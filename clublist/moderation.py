@@ -13,7 +13,7 @@ import email
 import email.policy
 import sqlite3
 from dataclasses import dataclass
-from email.message import EmailMessage
+from email.message import EmailMessage, Message
 
 from clublist import decorate, posting, queue, reports
 from clublist.actions import Actor, Done
@@ -111,6 +111,14 @@ def held_show(conn: sqlite3.Connection, club: Club, actor: Actor, held_id: int) 
     body = message.get_body(("plain", "html")) if isinstance(message, EmailMessage) else None
     text = body.get_content() if body is not None else "(no text part)"
     return post, text[:20_000]
+
+
+def held_message(
+    conn: sqlite3.Connection, club: Club, actor: Actor, held_id: int
+) -> tuple[HeldPost, Message]:
+    """A held post, parsed as decoration reads it (to decide its From rewrite before approving)."""
+    post, content = _require(conn, club, actor, held_id)
+    return post, decorate.parse(content)
 
 
 def held_approve(

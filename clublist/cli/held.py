@@ -71,17 +71,13 @@ def approve(app: App, held_id: int) -> None:
     Example: clublist held approve 12
     """
     import asyncio
-    import email
-    import email.policy
 
     from clublist import posting
     from clublist.delivery import resolver_for
 
     club = app.store.load()
     conn = state.connect(app.state_path)
-    post, _text = moderation.held_show(conn, club, app.actor, held_id)
-    content = conn.execute("SELECT content FROM held WHERE id = ?", (held_id,)).fetchone()[0]
-    message = email.message_from_bytes(bytes(content), policy=email.policy.default)
+    post, message = moderation.held_message(conn, club, app.actor, held_id)
     mailing_list = club.require_list(post.list_name)
     rewrite = asyncio.run(posting.rewrite_from(resolver_for(club.site), mailing_list, message))
     with state.transaction(conn):

@@ -38,8 +38,15 @@ from clublist.schedule import (
     parse_when,
     validate_cron,
 )
-from clublist.store import REMINDERS_FILE, Club, Store
-from clublist.store import _parse as parse_toml
+from clublist.store import (
+    REMINDERS_FILE,
+    Club,
+    Store,
+    comment_start,
+    parse_toml,
+    table_header,
+    table_location,
+)
 
 log = logging.getLogger("clublist.reminders")
 # A library logs; the program using it decides where that goes (the daemon configures
@@ -64,7 +71,7 @@ REMINDER_KEYS = (
 # so a deleted reminder's id (and its rows in reminder_runs) is practically never reused.
 _ID_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
 _ID_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
-_REMINDER_HEADER = re.compile(r"^[ \t]*\[\[[ \t]*reminder[ \t]*\]\][ \t]*(?:#.*)?$", re.MULTILINE)
+_REMINDER_HEADER = table_header("reminder")
 _DURATION_RE = re.compile(r"(\d+)\s*(s|sec|m|min|h|hours?|d|days?)?")
 _TIME_FORMAT = "%Y-%m-%d %H:%M %Z"
 
@@ -277,17 +284,11 @@ def parse_reminders(path: Path, text: str) -> list[Reminder]:
                 raise ClublistError(f"the id {reminder.id!r} is used twice; each reminder needs its own")
             seen.add(reminder.id)
         except ClublistError as exc:
-            raise ClublistError(f"{_location(path, text, index, len(tables))}: {exc}") from None
+            raise ClublistError(
+                f"{table_location(path, text, _REMINDER_HEADER, index, len(tables), 'reminder')}: {exc}"
+            ) from None
         reminders.append(reminder)
     return reminders
-
-
-def _location(path: Path, text: str, index: int, count: int) -> str:
-    """``file:line`` of the index-th ``[[reminder]]`` header (computed only when reporting)."""
-    headers = list(_REMINDER_HEADER.finditer(text))
-    if len(headers) != count:
-        return f"{path} (reminder #{index + 1})"
-    return f"{path}:{text.count(chr(10), 0, headers[index].start()) + 1}"
 
 
 def load_reminders(store: Store) -> list[Reminder]:
@@ -544,7 +545,7 @@ def _reminder_spans(text: str) -> list[tuple[int, int]]:
     and blank lines after that belong to nobody.  (Not "up to the first blank line", as in
     members.toml: a reminder's multi-line text may hold blank lines.)"""
     headers = list(_REMINDER_HEADER.finditer(text))
-    starts = [_comment_start(text, match.start()) for match in headers]
+    starts = [comment_start(text, match.start()) for match in headers]
     spans = []
     for index, match in enumerate(headers):
         limit = starts[index + 1] if index + 1 < len(headers) else len(text)
@@ -558,16 +559,6 @@ def _reminder_spans(text: str) -> list[tuple[int, int]]:
             end = text.find("\n", end, limit) + 1 or limit
         spans.append((starts[index], end))
     return spans
-
-
-def _comment_start(text: str, start: int) -> int:
-    """Where the comment lines directly above position *start* (a line's start) begin."""
-    while start > 0:
-        previous = text.rfind("\n", 0, start - 1) + 1
-        if not text[previous:start].lstrip().startswith("#"):
-            break
-        start = previous
-    return start
 
 
 # --- running what is due -------------------------------------------------------------------

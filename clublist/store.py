@@ -42,8 +42,14 @@ REMINDERS_FILE = "reminders.toml"
 LOCK_FILE = ".clublist.lock"
 _SPECIAL_FILES = {SITE_FILE, MEMBERS_FILE, REMINDERS_FILE}
 
+
 # A [[member]] header, and the comment lines directly above it that belong to it.
-_MEMBER_HEADER = re.compile(r"^[ \t]*\[\[[ \t]*member[ \t]*\]\][ \t]*(?:#.*)?$", re.MULTILINE)
+def table_header(name: str) -> re.Pattern[str]:
+    """The line that opens a ``[[name]]`` array-of-tables entry (a comment may follow it)."""
+    return re.compile(rf"^[ \t]*\[\[[ \t]*{name}[ \t]*\]\][ \t]*(?:#.*)?$", re.MULTILINE)
+
+
+_MEMBER_HEADER = table_header("member")
 _LINE_COL = re.compile(r"\(at line (\d+), column (\d+)\)")
 
 
@@ -113,12 +119,14 @@ class Store:
                 f"{site_path} does not exist: run 'clublist init --domain YOUR.DOMAIN "
                 "--admin YOU@YOUR.DOMAIN' or point --dir (CLUBLIST_DIR) at your lists.d"
             )
-        site = _located(site_path, lambda text: site_from_toml(_parse(site_path, text)))
+        site = _located(site_path, lambda text: site_from_toml(parse_toml(site_path, text)))
         lists = {}
         for path in sorted(self.directory.glob("*.toml")):
             if path.name in _SPECIAL_FILES:
                 continue
-            lists[path.stem] = _located(path, lambda text, p=path: list_from_toml(p.stem, _parse(p, text)))
+            lists[path.stem] = _located(
+                path, lambda text, p=path: list_from_toml(p.stem, parse_toml(p, text))
+            )
         members_path = self.path(MEMBERS_FILE)
         members_text = members_path.read_text("utf-8") if members_path.exists() else ""
         members = parse_members(members_path, members_text)
@@ -165,7 +173,7 @@ class Store:
         with self.locked():
             if path.exists():
                 text = path.read_text("utf-8")
-                _located(path, lambda t: _parse(path, t))
+                _located(path, lambda t: parse_toml(path, t))
                 document = tomlkit.parse(text)
             elif create:
                 document = tomlkit.document()
@@ -225,7 +233,7 @@ MEMBERS_HEADER = """\
 
 def parse_members(path: Path, text: str) -> list[Member]:
     """Parse members.toml, reporting a bad or duplicated entry with its line number."""
-    data = _parse(path, text)
+    data = parse_toml(path, text)
     unknown = set(data) - {"member"}
     if unknown:
         raise ClublistError(f"{path}: unknown key {sorted(unknown)[0]!r}; each member is a [[member]] table")
@@ -248,16 +256,18 @@ def parse_members(path: Path, text: str) -> list[Member]:
                     )
                 seen[key] = index
         except ClublistError as exc:
-            raise ClublistError(f"{_member_location(path, text, index, len(tables))}: {exc}") from None
+            raise ClublistError(
+                f"{table_location(path, text, _MEMBER_HEADER, index, len(tables), 'member')}: {exc}"
+            ) from None
         members.append(member)
     return members
 
 
-def _member_location(path: Path, text: str, index: int, count: int) -> str:
-    """``file:line`` of the index-th ``[[member]]`` header (computed only when reporting)."""
-    headers = list(_MEMBER_HEADER.finditer(text))
+def table_location(path: Path, text: str, header: re.Pattern[str], index: int, count: int, what: str) -> str:
+    """``file:line`` of the index-th ``[[what]]`` header (computed only when reporting)."""
+    headers = list(header.finditer(text))
     if len(headers) != count:
-        return f"{path} (member #{index + 1})"
+        return f"{path} ({what} #{index + 1})"
     return f"{path}:{text.count(chr(10), 0, headers[index].start()) + 1}"
 
 
@@ -277,16 +287,21 @@ def _member_spans(text: str) -> list[tuple[int, int]]:
     headers = list(_MEMBER_HEADER.finditer(text))
     spans = []
     for index, match in enumerate(headers):
-        start = match.start()
-        while start > 0:
-            previous = text.rfind("\n", 0, start - 1) + 1
-            if not text[previous:start].lstrip().startswith("#"):
-                break
-            start = previous
+        start = comment_start(text, match.start())
         limit = headers[index + 1].start() if index + 1 < len(headers) else len(text)
         blank = re.compile(r"\n[ \t]*\n").search(text, match.end(), limit)
         spans.append((start, blank.start() + 1 if blank else limit))
     return spans
+
+
+def comment_start(text: str, start: int) -> int:
+    """Where the comment lines directly above position *start* (a line's start) begin."""
+    while start > 0:
+        previous = text.rfind("\n", 0, start - 1) + 1
+        if not text[previous:start].lstrip().startswith("#"):
+            break
+        start = previous
+    return start
 
 
 def _apply_member_edit(text: str, keys: list[str], edit: MembersChange) -> str:
@@ -363,7 +378,7 @@ def atomic_write(path: Path, text: str) -> None:
         os.close(dir_fd)
 
 
-def _parse(path: Path, text: str) -> dict[str, Any]:
+def parse_toml(path: Path, text: str) -> dict[str, Any]:
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -381,7 +396,7 @@ def _parse(path: Path, text: str) -> dict[str, Any]:
 def _check_file(path: Path, text: str) -> None:
     """Refuse text that would not load: a write must never leave a broken club behind."""
     if path.name == SITE_FILE:
-        site_from_toml(_parse(path, text))
+        site_from_toml(parse_toml(path, text))
     elif path.name == MEMBERS_FILE:
         parse_members(path, text)
     elif path.name == REMINDERS_FILE:
@@ -389,7 +404,7 @@ def _check_file(path: Path, text: str) -> None:
 
         parse_reminders(path, text)
     else:
-        list_from_toml(path.stem, _parse(path, text))
+        list_from_toml(path.stem, parse_toml(path, text))
 
 
 def _located(path: Path, build: Callable[[str], Any]) -> Any:

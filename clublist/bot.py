@@ -250,8 +250,6 @@ class BotProcessor:
         app = self._app(actor, out)
         top = self.group.get_command(click.Context(self.group), argv[0])
         assert top is not None
-        if "--help" in argv or "-h" in argv:
-            return Result(line, _help_of(self.group, argv))
         try:
             top.main(args=argv[1:], prog_name=f"clublist {argv[0]}", obj=app, standalone_mode=False)
         except ClublistError as exc:

@@ -82,7 +82,6 @@ class DeliveryConfig:
     concurrency: int
     per_destination: int
     timeout: float
-    verp: bool
     policy: RetryPolicy
     verp_secret: bytes = field(repr=False, default=b"")
 
@@ -111,14 +110,9 @@ class DeliveryConfig:
             concurrency=max(1, d.concurrency),
             per_destination=max(1, d.per_destination_concurrency),
             timeout=float(d.timeout),
-            verp=d.verp,
             policy=RetryPolicy.from_site(site),
             verp_secret=verp.load_secret(state_path),
         )
-
-    @property
-    def bounce_address(self) -> str:
-        return f"{self.bounce_local_part}@{self.domain}"
 
 
 def parse_hostport(text: str, default_port: int) -> tuple[str, int]:

@@ -265,10 +265,7 @@ class InboundHandler:
         if not sender:
             return replies.NULL_SENDER_NOT_ALLOWED
         assert target.mailing_list is not None
-        reason = rules.may_post(club, target.mailing_list, sender)
-        if reason:
-            return replies.NOT_ALLOWED_TO_POST.format(reason=reason)
-        return None
+        return rules.refusal_reply(club, target.mailing_list, sender)
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         self.in_progress += 1
@@ -287,10 +284,9 @@ class InboundHandler:
         club: Club = envelope.clublist_club  # type: ignore[attr-defined]
         targets: list[Target] = envelope.clublist_targets  # type: ignore[attr-defined]
         raw = envelope.original_content or b""
-        if _hops(raw) > MAX_HOPS:
-            log.warning(
-                "refused message from %s: %d Received headers, a mail loop", envelope.mail_from, _hops(raw)
-            )
+        hops = _hops(raw)
+        if hops > MAX_HOPS:
+            log.warning("refused message from %s: %d Received headers, a mail loop", envelope.mail_from, hops)
             return replies.TOO_MANY_HOPS
         incoming = Incoming.read(raw, self._received(session, envelope))
         accepted: list[Accepted] = []

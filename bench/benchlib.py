@@ -210,7 +210,7 @@ def make_club(
     """
     from clublist import actions
     from clublist.actions import Actor
-    from clublist.store import Store
+    from clublist.club.store import Store
 
     directory = root / "lists.d"
     actions.init_club(directory, DOMAIN, f"admin@{DOMAIN}", "Bench Club", "UTC")
@@ -454,16 +454,16 @@ def summarize_profile(path: Path, top: int = 25) -> str:
 # What the daemon's event-loop thread spends its samples on: the first matching entry wins,
 # matched against every frame of a stack ("function (file)" as py-spy writes them).
 DAEMON_ACTIVITIES: list[tuple[str, tuple[str, ...]]] = [
-    ("SMTP in: decorate (clublist.decorate)", ("decorate (clublist/decorate.py)",)),
+    ("SMTP in: decorate (clublist.mail.decorate)", ("decorate (clublist/mail/decorate.py)",)),
     ("SMTP in: serialise post (as_bytes, policy SMTP)", ("Message.as_bytes",)),
-    ("SMTP in: rules.evaluate", ("evaluate (clublist/rules.py)",)),
-    ("SMTP in: _author (From header parse)", ("_author (clublist/inbound.py)",)),
-    ("SMTP in: posting.rewrite_from", ("rewrite_from (clublist/posting.py)",)),
+    ("SMTP in: rules.evaluate", ("evaluate (clublist/mail/rules.py)",)),
+    ("SMTP in: _author (From header parse)", ("_author (clublist/mail/handler.py)",)),
+    ("SMTP in: posting.rewrite_from", ("rewrite_from (clublist/mail/enqueue.py)",)),
     ("SMTP in: parse (message_from_bytes)", ("message_from_bytes",)),
     ("SMTP in: other handler work (RCPT checks, commit, log)", ("InboundHandler.",)),
     ("SMTP in: aiosmtpd protocol (commands, DATA lines)", ("aiosmtpd/smtp.py",)),
     ("delivery worker (claim, aiosmtplib, record)", ("DeliveryWorker.", "aiosmtplib", "ConnectionPool.")),
-    ("state writer results (call_soon_threadsafe)", ("_settle (clublist/state.py)",)),
+    ("state writer results (call_soon_threadsafe)", ("_settle (clublist/state/db.py)",)),
     ("daemon housekeeping (lists.d fingerprint, purge)", ("Daemon.main_loop",)),
 ]
 

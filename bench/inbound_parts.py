@@ -37,7 +37,7 @@ def per_call(loops: int, step: Callable[[], Any]) -> float:
 
 def commit_rate(state_path: Path, job: Callable[[Any], Any], messages: int, concurrency: int) -> float:
     """Microseconds per message for *messages* commits through state.Writer, *concurrency* at a time."""
-    from clublist import state
+    from clublist.state import db as state
 
     async def run() -> float:
         writer = state.Writer(state_path)
@@ -59,9 +59,10 @@ def main() -> None:
     parser.add_argument("--json", help="write the figures to this file")
     args = parser.parse_args()
 
-    from clublist import decorate, posting, rules
-    from clublist.inbound import _author
-    from clublist.store import Store
+    from clublist.club.store import Store
+    from clublist.mail import decorate, rules
+    from clublist.mail import enqueue as posting
+    from clublist.mail.handler import _author
 
     with temporary_root("parts") as root:
         club_files = make_club(root, {"youth": 3}, settings={"posting.daily_limit": "0"})

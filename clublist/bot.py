@@ -37,15 +37,17 @@ from zoneinfo import ZoneInfo
 
 import click
 
-from clublist import dsn, queue, reports
 from clublist.actions import Actor
+from clublist.bounces import dsn
 from clublist.cli.app import AUDIENCES, App
+from clublist.club.model import address_key
+from clublist.club.store import Club
 from clublist.errors import ClublistError
-from clublist.inbound import CommitJob, Target
-from clublist.model import address_key
-from clublist.store import Club
+from clublist.mail.handler import CommitJob, Target
+from clublist.outbound import reports
+from clublist.state import queue
 
-log = logging.getLogger("clublist.bot")
+log = logging.getLogger(__name__)
 
 MAX_COMMANDS = 20
 MAX_ERRORS = 3
@@ -88,7 +90,7 @@ def needs_confirmation(command: click.Command, authenticated: bool) -> bool:
 
 
 class BotProcessor:
-    """The MailProcessor for bot@ and LIST-request@ (see :mod:`clublist.inbound`)."""
+    """The MailProcessor for bot@ and LIST-request@ (see :mod:`clublist.mail.handler`)."""
 
     def __init__(
         self,
@@ -103,7 +105,7 @@ class BotProcessor:
         self.writer_run = writer_run
 
     def refuse(self, club: Club, target: Target, sender: str) -> str | None:
-        from clublist import replies
+        from clublist.mail import replies
 
         if not sender:
             return replies.NULL_SENDER_NOT_ALLOWED
@@ -364,7 +366,7 @@ def translate(
 def remind_line(args: list[str], now: datetime, zone: ZoneInfo) -> list[str]:
     """``remind LIST|EMAIL WHEN TEXT`` as ``remind add``: WHEN is the longest start of the rest
     that reads as a time ("2026-12-01 18:00", "tomorrow 18:00") or, after "every", a schedule."""
-    from clublist.schedule import ScheduleError, parse_every, parse_when
+    from clublist.club.schedule import ScheduleError, parse_every, parse_when
 
     usage = "write it as: remind youth tomorrow 18:00 Bring shoes (or: remind youth every monday 18:00 ...)"
     if len(args) < 3:

@@ -19,13 +19,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from clublist import bounces, delivery, queue, rules, state, verp
+from clublist.bounces import processor as bounces
+from clublist.club.model import Site
+from clublist.club.store import Store
 from clublist.errors import ClublistError
-from clublist.inbound import InboundHandler, Listener, MailProcessor, SessionLimits
-from clublist.model import Site
-from clublist.store import Store
+from clublist.mail import rules
+from clublist.mail.handler import InboundHandler, Listener, MailProcessor, SessionLimits
+from clublist.outbound import verp
+from clublist.outbound import worker as delivery
+from clublist.state import db as state
+from clublist.state import queue
 
-log = logging.getLogger("clublist.daemon")
+log = logging.getLogger(__name__)
 
 WATCH_INTERVAL = 1.0
 SHUTDOWN_TIMEOUT = 30.0

@@ -12,7 +12,7 @@ import pytest
 
 from clublist import actions
 from clublist.actions import Actor
-from clublist.store import Store
+from clublist.club.store import Store
 
 CLUBLIST = str(Path(sys.executable).with_name("clublist"))
 

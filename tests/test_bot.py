@@ -19,7 +19,7 @@ from clublist import actions
 from clublist.actions import Actor
 from clublist.bot import may_use
 from clublist.cli import main as command_group
-from clublist.store import Store
+from clublist.club.store import Store
 
 TOKEN = re.compile(r"confirm ([0-9a-f]{12})")
 

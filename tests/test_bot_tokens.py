@@ -8,12 +8,13 @@ import email.policy
 import re
 from pathlib import Path
 
-from clublist import actions, state
+from clublist import actions
 from clublist.actions import Actor
 from clublist.bot import CONFIRM_SECONDS, BotProcessor
 from clublist.cli import main as command_group
-from clublist.inbound import Target
-from clublist.store import Store
+from clublist.club.store import Store
+from clublist.mail.handler import Target
+from clublist.state import db as state
 
 NOW = 1_800_000_000.0
 

@@ -18,14 +18,19 @@ import pytest
 from click.testing import CliRunner
 from conftest import Runner
 
-from clublist import actions, bounces, inbound, queue, state, verp
+from clublist import actions
 from clublist.actions import Actor, MemberChanges
-from clublist.bounces import BounceEvent, BounceProcessor
+from clublist.bounces import processor as bounces
+from clublist.bounces.processor import BounceEvent, BounceProcessor
 from clublist.cli import main
 from clublist.cli.app import App
+from clublist.club.model import BouncesSection
+from clublist.club.store import Club, Store
 from clublist.errors import ClublistError
-from clublist.model import BouncesSection
-from clublist.store import Club, Store
+from clublist.mail import handler as inbound
+from clublist.outbound import verp
+from clublist.state import db as state
+from clublist.state import queue
 
 BOUNCES = Path(__file__).parent / "bounces"
 NOW = datetime(2026, 3, 9, 12, tzinfo=UTC).timestamp()

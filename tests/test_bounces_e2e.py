@@ -16,9 +16,10 @@ from conftest import Runner
 from daemon import DaemonProcess
 from mta import Behaviour, RemoteMTA, Transaction
 
-from clublist import actions, verp
+from clublist import actions
 from clublist.actions import Actor
-from clublist.store import Store
+from clublist.club.store import Store
+from clublist.outbound import verp
 
 DEAD = "dead@example.org"
 POST = (

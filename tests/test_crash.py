@@ -14,7 +14,7 @@ from mta import RemoteMTA
 
 from clublist import actions
 from clublist.actions import Actor
-from clublist.store import Store
+from clublist.club.store import Store
 
 MEMBERS = 2000
 ROUNDS = 10

@@ -12,9 +12,15 @@ from email.policy import compat32, default
 
 import pytest
 
-from clublist.decorate import ReceivedMessage, decorate, header_text, needs_from_rewrite, prefixed_subject
-from clublist.decorate import parse as parse_received
-from clublist.model import MailingList, Site, SiteSection, replace
+from clublist.club.model import MailingList, Site, SiteSection, replace
+from clublist.mail.decorate import (
+    ReceivedMessage,
+    decorate,
+    header_text,
+    needs_from_rewrite,
+    prefixed_subject,
+)
+from clublist.mail.decorate import parse as parse_received
 
 SITE = Site(site=SiteSection(domain="myclub.org", admin="admin@myclub.org"))
 YOUTH = MailingList(

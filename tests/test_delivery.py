@@ -16,9 +16,11 @@ import trustme
 from dnsserver import DNSServer
 from mta import Behaviour, RemoteMTA
 
-from clublist import queue, state, verp
-from clublist.delivery import DeliveryConfig, DeliveryWorker, resolver_for
-from clublist.model import DeliverySection, RetrySection, Site, SiteSection
+from clublist.club.model import DeliverySection, RetrySection, Site, SiteSection
+from clublist.outbound import verp
+from clublist.outbound.worker import DeliveryConfig, DeliveryWorker, resolver_for
+from clublist.state import db as state
+from clublist.state import queue
 
 MESSAGE = (
     b"From: Anna <anna@example.org>\r\nTo: youth@myclub.org\r\nSubject: Training\r\n"

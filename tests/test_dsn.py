@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from clublist.dsn import BounceEvidence, classify_status, is_auto_reply, parse_bounce
+from clublist.bounces.dsn import BounceEvidence, classify_status, is_auto_reply, parse_bounce
 
 BOUNCES = Path(__file__).parent / "bounces"
 POLICIES = [email.policy.default, email.policy.compat32]
@@ -353,5 +353,5 @@ def test_undecodable_bytes_do_not_hide_a_readable_report(policy: email.policy.Po
 
 
 def test_importing_dsn_leaves_flufl_bounce_unloaded() -> None:
-    code = "import sys, clublist.dsn; sys.exit('flufl.bounce' in sys.modules)"
+    code = "import sys, clublist.bounces.dsn; sys.exit('flufl.bounce' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 from mta import RemoteMTA
 
-from clublist import actions, rules
+from clublist import actions
 from clublist.actions import Actor
+from clublist.club.store import Store
 from clublist.daemon import Daemon, Overrides
-from clublist.store import Store
+from clublist.mail import rules
 
 POST = "From: Anna <anna@example.org>\r\nSubject: hello\r\nMessage-ID: <f1@example.org>\r\n\r\nhi\r\n"
 

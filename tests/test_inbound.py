@@ -18,7 +18,7 @@ from mta import RemoteMTA
 
 from clublist import actions
 from clublist.actions import Actor
-from clublist.store import Store
+from clublist.club.store import Store
 
 POST = (
     "From: Anna <anna@example.org>\r\nTo: youth@myclub.org\r\nSubject: Training tonight\r\n"

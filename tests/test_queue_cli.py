@@ -1,6 +1,6 @@
 """``clublist queue`` and ``clublist status`` as an administrator uses them: real subprocesses.
 
-The queue is seeded through clublist.state and clublist.queue; ``flush``
+The queue is seeded through clublist.state.db and clublist.state.queue; ``flush``
 delivers to a real SMTP sink on loopback, and a stand-in daemon holding the
 state lock shows that retry and flush wake it with SIGUSR1.
 """
@@ -22,10 +22,11 @@ from click.testing import CliRunner
 from conftest import Runner
 from mta import Behaviour, RemoteMTA
 
-from clublist import queue, state
 from clublist.actions import Actor
 from clublist.cli import main
 from clublist.cli.app import App
+from clublist.state import db as state
+from clublist.state import queue
 
 MESSAGE = (
     b"From: Anna <anna@example.org>\r\nTo: youth@myclub.org\r\nSubject: =?utf-8?q?Training_=C3=BCber?=\r\n"
@@ -37,7 +38,7 @@ HOUR, DAY = 3600, 86400
 DAEMON = """
 import signal, sys
 from pathlib import Path
-from clublist.state import DaemonLock
+from clublist.state.db import DaemonLock
 
 DaemonLock(Path(sys.argv[1])).acquire()
 

@@ -19,11 +19,12 @@ from click.testing import CliRunner
 from conftest import CLUBLIST, Runner
 from mta import RemoteMTA
 
-from clublist import actions, state
+from clublist import actions
 from clublist.actions import Actor
 from clublist.cli import main
 from clublist.cli.app import App
-from clublist.store import Store
+from clublist.club.store import Store
+from clublist.state import db as state
 
 
 @pytest.fixture

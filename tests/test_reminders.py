@@ -16,11 +16,13 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from clublist import actions, posting, reminders, state
-from clublist.actions import Actor
+from clublist import actions
+from clublist.actions import Actor, reminders
+from clublist.actions.reminders import remind_add, remind_ls, remind_rm, run_due
+from clublist.club.store import REMINDERS_FILE, Store
 from clublist.errors import ClublistError, PermissionDenied
-from clublist.reminders import remind_add, remind_ls, remind_rm, run_due
-from clublist.store import REMINDERS_FILE, Store
+from clublist.mail import enqueue as posting
+from clublist.state import db as state
 
 BERLIN = ZoneInfo("Europe/Berlin")
 ADMIN = Actor.shell()
@@ -174,7 +176,7 @@ def test_a_missed_day_is_caught_up_within_the_lateness_and_skipped_past_it(
 ) -> None:
     reminder = add(club, to="youth", every="day 18:00")
     run(club, conn, CREATED + timedelta(minutes=5))  # cron ran, then stopped for two days
-    caplog.set_level("WARNING", logger="clublist.reminders")
+    caplog.set_level("WARNING", logger="clublist.actions.reminders")
     result = run(club, conn, berlin(2026, 11, 20, 21, 0))
     assert [f.occurrence for f in result.skipped] == [
         berlin(2026, 11, 18, 18, 0),

@@ -7,7 +7,7 @@ import string
 
 import pytest
 
-from clublist import replies
+from clublist.mail import replies
 
 REPLIES = {
     name: value

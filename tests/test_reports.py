@@ -8,7 +8,7 @@ from email.utils import parsedate_to_datetime
 import pytest
 from flufl.bounce import all_failures
 
-from clublist.reports import FailedRecipient, delivery_report, notice, status_from_reply
+from clublist.outbound.reports import FailedRecipient, delivery_report, notice, status_from_reply
 
 ARRIVAL = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 ORIGINAL = (

@@ -6,11 +6,11 @@ from email.message import Message
 
 import pytest
 
-from clublist import replies
-from clublist.decorate import parse, sole_address
-from clublist.model import ListenSection, MailingList, Member, PostingSection, Site, SiteSection
-from clublist.rules import RULES, Post, Rule, Verdict, evaluate, may_post, refusal_reply
-from clublist.store import Club
+from clublist.club.model import ListenSection, MailingList, Member, PostingSection, Site, SiteSection
+from clublist.club.store import Club
+from clublist.mail import replies
+from clublist.mail.decorate import parse, sole_address
+from clublist.mail.rules import RULES, Post, Rule, Verdict, evaluate, may_post, refusal_reply
 
 YOUTH = MailingList("youth", title="Youth", posting="members", owners=("Coach@Myclub.org",))
 TEAM = MailingList("team", posting="club")

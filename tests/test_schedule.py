@@ -1,4 +1,4 @@
-"""Tests for clublist.schedule: typed times, recurring phrases, cron, and occurrences across DST."""
+"""Tests for clublist.club.schedule: typed times, recurring phrases, cron, and occurrences across DST."""
 
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
@@ -6,8 +6,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from clublist.errors import ClublistError
-from clublist.schedule import (
+from clublist.club.schedule import (
     MAX_OCCURRENCES,
     Schedule,
     ScheduleError,
@@ -17,6 +16,7 @@ from clublist.schedule import (
     parse_when,
     validate_cron,
 )
+from clublist.errors import ClublistError
 
 BERLIN = ZoneInfo("Europe/Berlin")
 NEW_YORK = ZoneInfo("America/New_York")

@@ -8,8 +8,8 @@ import pytest
 
 from clublist import actions
 from clublist.actions import Actor, MemberChanges
+from clublist.club.store import Store
 from clublist.errors import ClublistError, PermissionDenied
-from clublist.store import Store
 
 
 def test_comment_in_members_survives_add_and_remove(store: Store, club_dir: Path) -> None:

@@ -12,7 +12,7 @@ from typing import Literal, TextIO, TypeVar
 import click
 
 from clublist.actions import Actor
-from clublist.store import Store
+from clublist.club.store import Store
 
 
 def default_state_path(directory: Path) -> Path:

@@ -1,4 +1,4 @@
-"""``clublist bounces``: who bounces, the evidence, and forgetting it (see :mod:`clublist.bounces`)."""
+"""``clublist bounces``: who bounces, the evidence, and forgetting it."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from typing import Any
 
 import click
 
-from clublist import bounces as scores
-from clublist import state
+from clublist.bounces import processor as scores
 from clublist.cli import render
 from clublist.cli.app import App, by_mail, json_option, pass_app
 from clublist.cli.queue import iso
+from clublist.state import db as state
 
 
 @click.group()

@@ -7,9 +7,10 @@ from datetime import UTC, datetime
 
 import click
 
-from clublist import moderation, state
 from clublist.cli import render
 from clublist.cli.app import App, by_mail, json_option, pass_app
+from clublist.mail import moderation
+from clublist.state import db as state
 
 
 @click.group()
@@ -72,8 +73,8 @@ def approve(app: App, held_id: int) -> None:
     """
     import asyncio
 
-    from clublist import posting
-    from clublist.delivery import resolver_for
+    from clublist.mail import enqueue as posting
+    from clublist.outbound.worker import resolver_for
 
     club = app.store.load()
     conn = state.connect(app.state_path)

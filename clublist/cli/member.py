@@ -6,9 +6,10 @@ from typing import Any
 
 import click
 
-from clublist import actions, model
+from clublist import actions
 from clublist.cli import render
 from clublist.cli.app import App, by_mail, json_option, pass_app
+from clublist.club import model
 from clublist.errors import ClublistError
 
 

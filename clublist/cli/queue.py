@@ -1,6 +1,6 @@
 """``clublist queue``: look at the outbound queue and act on it, like mailq and postqueue.
 
-The commands read and change the state database through :mod:`clublist.queue`;
+The commands read and change the state database through :mod:`clublist.state.queue`;
 only ``flush`` loads the delivery worker (and aiosmtplib), and only when no
 daemon is running to do the work.
 """
@@ -19,14 +19,15 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from clublist import queue, state
 from clublist.cli import render
 from clublist.cli.app import App, by_mail, json_option, pass_app
 from clublist.errors import PermissionDenied
+from clublist.state import db as state
+from clublist.state import queue
 
 if TYPE_CHECKING:
-    from clublist.delivery import DeliveryConfig
     from clublist.dns import Resolver
+    from clublist.outbound.worker import DeliveryConfig
 
 MAX_FLUSH_PASSES = 100
 LS_COLUMNS = ["queue id", "age", "recipient", "status", "attempts", "next try", "last error"]
@@ -260,7 +261,7 @@ def deliver_now(app: App, lock: state.DaemonLock, *, retry_deferred: bool) -> No
     deferred rows due (``queue flush``); without it their backoff is kept (``remind --send``)."""
     import asyncio
 
-    from clublist import delivery
+    from clublist.outbound import worker as delivery
 
     site = app.store.load().site
     config = delivery.DeliveryConfig.from_site(site, app.state_path)
@@ -278,7 +279,9 @@ def deliver_now(app: App, lock: state.DaemonLock, *, retry_deferred: bool) -> No
 
 async def _passes(app: App, config: DeliveryConfig, resolver: Resolver, retry_deferred: bool) -> None:
     """Pass after pass until nothing is due; failures count toward bounce scores as in the daemon."""
-    from clublist import bounces, delivery, verp
+    from clublist.bounces import processor as bounces
+    from clublist.outbound import verp
+    from clublist.outbound import worker as delivery
 
     writer = state.Writer(app.state_path)
     try:

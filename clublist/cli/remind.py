@@ -1,6 +1,6 @@
 """``clublist remind``: queue the reminders that are due (for cron), and add, list, remove them.
 
-Bare ``clublist remind`` calls :func:`clublist.reminders.run_due`; with ``--send`` it then
+Bare ``clublist remind`` calls :func:`clublist.actions.reminders.run_due`; with ``--send`` it then
 delivers in the foreground the way ``queue flush`` does (its code, imported), so a club
 without a running daemon still gets its reminders.
 """
@@ -18,7 +18,7 @@ from clublist.cli.app import App, by_mail, json_option, pass_app
 from clublist.errors import ClublistError
 
 if TYPE_CHECKING:
-    from clublist.reminders import Firing, ReminderInfo, RunResult
+    from clublist.actions.reminders import Firing, ReminderInfo, RunResult
 
 _TIME_FORMAT = "%Y-%m-%d %H:%M %Z"
 LS_COLUMNS = ["id", "to", "schedule", "next", "subject", "created by"]
@@ -62,7 +62,8 @@ def remind(ctx: click.Context, dry_run: bool, send: bool, max_late: str, as_json
 
 
 def _run(app: App, *, dry_run: bool, send: bool, max_late: str, as_json: bool) -> None:
-    from clublist import reminders, state
+    from clublist.actions import reminders
+    from clublist.state import db as state
 
     if send and app.by_mail:
         raise ClublistError("--send delivers from this process; by mail, leave it to the daemon")
@@ -112,7 +113,8 @@ def _describe(firing: Firing) -> str:
 
 def _print_outcomes(app: App, result: RunResult) -> None:
     """After a foreground delivery: what became of the reminders just queued."""
-    from clublist import queue, state
+    from clublist.state import db as state
+    from clublist.state import queue
 
     ids = [queue_id for firing in result.queued for queue_id in firing.queue_ids]
     if not ids:
@@ -170,7 +172,7 @@ def add(
 
     Example: clublist remind add --to youth --every "monday 18:00" --subject Training --text "Hall 2"
     """
-    from clublist import reminders
+    from clublist.actions import reminders
 
     if text is not None and text_file is not None:
         raise click.UsageError("give --text or --text-file, not both")
@@ -250,7 +252,7 @@ def ls(app: App, as_json: bool) -> None:
 
     Example: clublist remind ls --json
     """
-    from clublist import reminders
+    from clublist.actions import reminders
 
     found = reminders.remind_ls(app.store, app.actor)
     if as_json:
@@ -268,6 +270,6 @@ def rm(app: App, reminder_id: str) -> None:
 
     Example: clublist remind rm rk7qm
     """
-    from clublist import reminders
+    from clublist.actions import reminders
 
     render.done(app, reminders.remind_rm(app.store, app.actor, reminder_id))

@@ -70,7 +70,7 @@ def run(app: App, listen: str | None, smarthost: str | None, log_format: str, ve
     Example: clublist run --listen 127.0.0.1:8025 --smarthost 127.0.0.1:25
     """
     from clublist import daemon
-    from clublist.delivery import parse_hostport
+    from clublist.outbound.worker import parse_hostport
 
     configure_logging(log_format, verbose)
     overrides = daemon.Overrides(

@@ -10,11 +10,12 @@ from typing import Any
 
 import click
 
-from clublist import queue, state
 from clublist.cli import render
 from clublist.cli.app import App, by_mail, json_option, pass_app
 from clublist.cli.queue import iso, span
 from clublist.errors import ClublistError, PermissionDenied
+from clublist.state import db as state
+from clublist.state import queue
 
 
 @by_mail("admin", changes=False)

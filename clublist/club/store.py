@@ -24,8 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clublist.errors import ClublistError
-from clublist.model import (
+from clublist.club.model import (
     MailingList,
     Member,
     Site,
@@ -35,6 +34,7 @@ from clublist.model import (
     member_from_toml,
     site_from_toml,
 )
+from clublist.errors import ClublistError
 
 SITE_FILE = "club.toml"
 MEMBERS_FILE = "members.toml"
@@ -400,7 +400,7 @@ def _check_file(path: Path, text: str) -> None:
     elif path.name == MEMBERS_FILE:
         parse_members(path, text)
     elif path.name == REMINDERS_FILE:
-        from clublist.reminders import parse_reminders  # reminders imports this module
+        from clublist.actions.reminders import parse_reminders  # reminders imports this module
 
         parse_reminders(path, text)
     else:

@@ -15,9 +15,10 @@ from email.message import Message
 from email.utils import getaddresses
 from typing import Literal
 
-from clublist.decorate import header_text, list_id
-from clublist.model import MailingList, Member, address_key
-from clublist.replies import (
+from clublist.club.model import MailingList, Member, address_key
+from clublist.club.store import Club
+from clublist.mail.decorate import header_text, list_id
+from clublist.mail.replies import (
     DAILY_LIMIT_PERMANENT,
     DAILY_LIMIT_TEMPORARY,
     DISCARDED,
@@ -28,7 +29,6 @@ from clublist.replies import (
     TOO_LARGE,
     render,
 )
-from clublist.store import Club
 
 Action = Literal["accept", "hold", "reject", "discard"]
 

@@ -15,11 +15,14 @@ import sqlite3
 from dataclasses import dataclass
 from email.message import EmailMessage, Message
 
-from clublist import decorate, posting, queue, reports
 from clublist.actions import Actor, Done
+from clublist.club.model import MailingList
+from clublist.club.store import Club
 from clublist.errors import ClublistError, PermissionDenied
-from clublist.model import MailingList
-from clublist.store import Club
+from clublist.mail import decorate
+from clublist.mail import enqueue as posting
+from clublist.outbound import reports
+from clublist.state import queue
 
 
 @dataclass(frozen=True)

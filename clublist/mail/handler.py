@@ -28,13 +28,15 @@ from typing import Any, Literal, Protocol
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from clublist import decorate, moderation, posting, queue, replies, rules
+from clublist.club.model import MailingList, Member, address_key, parse_address
+from clublist.club.store import Club
 from clublist.dns import Resolver
-from clublist.model import MailingList, Member, address_key, parse_address
-from clublist.state import Writer
-from clublist.store import Club
+from clublist.mail import decorate, moderation, replies, rules
+from clublist.mail import enqueue as posting
+from clublist.state import queue
+from clublist.state.db import Writer
 
-log = logging.getLogger("clublist.inbound")
+log = logging.getLogger(__name__)
 
 TargetKind = Literal["post", "owner", "admin", "bot", "bounce"]
 

@@ -14,11 +14,12 @@ from email.headerregistry import Address
 from email.message import Message
 from typing import Protocol
 
-from clublist import decorate, queue
-from clublist.model import MailingList, Member
-from clublist.store import Club
+from clublist.club.model import MailingList, Member
+from clublist.club.store import Club
+from clublist.mail import decorate
+from clublist.state import queue
 
-log = logging.getLogger("clublist.posting")
+log = logging.getLogger(__name__)
 
 
 class DmarcLookup(Protocol):

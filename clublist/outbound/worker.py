@@ -33,14 +33,15 @@ from typing import Literal
 
 import aiosmtplib
 
-from clublist import queue, reports, verp
+from clublist.club.model import Site
 from clublist.dns import DNSPermanentError, DNSTemporaryError, Resolver
 from clublist.errors import ClublistError
-from clublist.model import Site
-from clublist.queue import Delivery, Outcome, RetryPolicy
-from clublist.state import Writer
+from clublist.outbound import reports, verp
+from clublist.state import queue
+from clublist.state.db import Writer
+from clublist.state.queue import Delivery, Outcome, RetryPolicy
 
-log = logging.getLogger("clublist.delivery")
+log = logging.getLogger(__name__)
 
 TLSMode = Literal["none", "opportunistic", "verify"]
 MESSAGES_PER_CONNECTION = 100

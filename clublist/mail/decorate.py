@@ -54,7 +54,7 @@ from email.parser import BytesParser
 from email.policy import SMTP, Compat32, default
 from email.utils import format_datetime, formataddr, getaddresses, make_msgid
 
-from clublist.model import MailingList, Site, address_key
+from clublist.club.model import MailingList, Site, address_key
 
 # Headers of the author's or of another list's that would stack with or contradict ours.
 _REPLACED_HEADERS = frozenset({"precedence", "x-loop", "sender", "return-path", "errors-to"})

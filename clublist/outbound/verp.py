@@ -18,7 +18,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from clublist.model import address_key
+from clublist.club.model import address_key
 
 _MAC_LENGTH = 10
 

@@ -1,8 +1,8 @@
 """Reminders: what lists.d/reminders.toml holds, who may change it, and queuing what falls due.
 
 ``schedule.py`` says *when* (pure functions over a clock); this module says *what happens*:
-cron runs ``clublist remind`` -> :func:`run_due` -> a list post through :mod:`clublist.posting`
-(decorated like any post) or a personal message -> :mod:`clublist.queue`, each occurrence
+cron runs ``clublist remind`` -> :func:`run_due` -> a list post through :mod:`clublist.mail.enqueue`
+(decorated like any post) or a personal message -> :mod:`clublist.state.queue`, each occurrence
 exactly once (a row in ``reminder_runs`` under ``BEGIN IMMEDIATE``).  The reminder actions
 (:func:`remind_add`, :func:`remind_ls`, :func:`remind_rm`) live here rather than in
 ``actions.py`` so that module does not import the posting path; they follow its contract:
@@ -27,9 +27,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from clublist.actions import Actor, Done
-from clublist.errors import ClublistError, PermissionDenied
-from clublist.model import MailingList, Member, address_key, check_list_name, parse_address
-from clublist.schedule import (
+from clublist.club.model import MailingList, Member, address_key, check_list_name, parse_address
+from clublist.club.schedule import (
     Schedule,
     ScheduleError,
     next_occurrence,
@@ -38,7 +37,7 @@ from clublist.schedule import (
     parse_when,
     validate_cron,
 )
-from clublist.store import (
+from clublist.club.store import (
     REMINDERS_FILE,
     Club,
     Store,
@@ -47,8 +46,9 @@ from clublist.store import (
     table_header,
     table_location,
 )
+from clublist.errors import ClublistError, PermissionDenied
 
-log = logging.getLogger("clublist.reminders")
+log = logging.getLogger(__name__)
 # A library logs; the program using it decides where that goes (the daemon configures
 # "clublist", the CLI prints run_due's result itself).
 log.addHandler(logging.NullHandler())
@@ -391,7 +391,7 @@ def remind_add(
 
 def _check_target(club: Club, actor: Actor, to: str | None, membership: bool) -> str:
     """The ``to`` to store (a list name or a member's address), if the actor may remind it."""
-    from clublist.rules import may_post
+    from clublist.mail.rules import may_post
 
     if membership:
         if to:
@@ -633,7 +633,7 @@ def run_due(
 
 @contextlib.contextmanager
 def _write_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    from clublist import state
+    from clublist.state import db as state
 
     with state.transaction(conn):
         yield conn
@@ -741,7 +741,7 @@ def _preview(club: Club, reminder: Reminder, when: datetime) -> Firing:
         count = sum(1 for m in club.members if m.receives and _lists_of(club, m))
         return _with(firing, recipients=count)
     if reminder.to_list:
-        from clublist import posting
+        from clublist.mail import enqueue as posting
 
         mailing_list = club.lists.get(reminder.to)
         if mailing_list is None:
@@ -767,7 +767,7 @@ def _send(conn: sqlite3.Connection, club: Club, reminder: Reminder, when: dateti
     address, reason = _personal_address(club, reminder.to)
     if reason:
         return _with(firing, reason=reason)
-    from clublist import reports
+    from clublist.outbound import reports
 
     member = club.member(address)
     message = reports.notice(
@@ -796,7 +796,7 @@ def _personal_address(club: Club, to: str) -> tuple[str, str]:
 
 def _still_may_remind(club: Club, mailing_list: MailingList, creator: str) -> bool:
     """A member's reminder to a list fires only while they may post there (they may have left)."""
-    from clublist import rules
+    from clublist.mail import rules
 
     actor = Actor.for_sender(club, creator)
     return actor.is_admin or rules.may_post(club, mailing_list, creator) is None
@@ -815,7 +815,7 @@ def _send_to_list(
     conn: sqlite3.Connection, club: Club, reminder: Reminder, when: datetime, now: datetime, firing: Firing
 ) -> Firing:
     """A post to the list from bot@, decorated and queued exactly as an accepted post is."""
-    from clublist import posting
+    from clublist.mail import enqueue as posting
 
     mailing_list = club.lists.get(reminder.to)
     if mailing_list is None:
@@ -864,7 +864,7 @@ def _enqueue_personal(
     conn: sqlite3.Connection, club: Club, address: str, message: EmailMessage, subject: str, now: datetime
 ) -> str:
     """A message to one person, bounces to the site's bounce address (VERP as the site says)."""
-    from clublist import queue
+    from clublist.state import queue
 
     return queue.enqueue(
         conn,
@@ -888,7 +888,7 @@ def _send_membership(
 ) -> list[str]:
     """One personal message per member who receives mail and is on a list (Mailman's monthly
     reminder, Sympa's REMIND).  A bounce of it counts like any bounce: it is also a probe."""
-    from clublist import reports
+    from clublist.outbound import reports
 
     subject = reminder.subject or f"Your mailing lists at {club.site.site.name}"
     queue_ids = []

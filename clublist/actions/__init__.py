@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clublist import model
+from clublist.club import model
+from clublist.club.model import MailingList, Member, address_key, parse_address
+from clublist.club.store import MEMBERS_FILE, SITE_FILE, Club, MembersChange, Store, list_file
 from clublist.errors import ClublistError, PermissionDenied
-from clublist.model import MailingList, Member, address_key, parse_address
-from clublist.store import MEMBERS_FILE, SITE_FILE, Club, MembersChange, Store, list_file
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,7 @@ def init_club(directory: Path, domain: str, admin: str, name: str = "", timezone
         )
         store.write_text(SITE_FILE, text)
         if not store.path(MEMBERS_FILE).exists():
-            from clublist.store import MEMBERS_HEADER
+            from clublist.club.store import MEMBERS_HEADER
 
             store.write_text(MEMBERS_FILE, MEMBERS_HEADER)
     store.load()

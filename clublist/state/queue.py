@@ -17,8 +17,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from clublist.club.model import Site, address_key
 from clublist.errors import ClublistError
-from clublist.model import Site, address_key
 
 Status = Literal["pending", "inflight", "deferred", "sent", "failed"]
 STATUSES: tuple[str, ...] = ("pending", "inflight", "deferred", "sent", "failed")

@@ -27,18 +27,21 @@ from email.message import EmailMessage, Message
 from email.utils import formataddr
 from typing import TYPE_CHECKING
 
-from clublist import dsn, model, queue, reports, verp
 from clublist.actions import Actor, Done
-from clublist.dsn import BounceEvidence
+from clublist.bounces import dsn
+from clublist.bounces.dsn import BounceEvidence
+from clublist.club import model
+from clublist.club.model import BouncesSection, Member, Site, address_key
+from clublist.club.store import Club, MembersChange, Store
 from clublist.errors import ClublistError, PermissionDenied
-from clublist.model import BouncesSection, Member, Site, address_key
-from clublist.state import Writer
-from clublist.store import Club, MembersChange, Store
+from clublist.outbound import reports, verp
+from clublist.state import queue
+from clublist.state.db import Writer
 
 if TYPE_CHECKING:
-    from clublist.inbound import CommitJob, Target
+    from clublist.mail.handler import CommitJob, Target
 
-log = logging.getLogger("clublist.bounces")
+log = logging.getLogger(__name__)
 
 DAY = 24 * 3600
 COUNTED = ("hard", "soft")

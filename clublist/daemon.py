@@ -187,6 +187,8 @@ class Daemon:
         except ClublistError as exc:
             log.error("lists.d not reloaded, the last good version stays in force: %s", exc)
             return
+        for warning in club.warnings:
+            log.warning("%s", warning)
         self.club = club
         self.worker.reconfigure(config)
         self.bounces.start()  # disablings a broken members.toml held up can go ahead now

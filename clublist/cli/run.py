@@ -70,12 +70,12 @@ def run(app: App, listen: str | None, smarthost: str | None, log_format: str, ve
     Example: clublist run --listen 127.0.0.1:8025 --smarthost 127.0.0.1:25
     """
     from clublist import daemon
-    from clublist.outbound.worker import parse_hostport
+    from clublist.club.model import parse_hostport
 
     configure_logging(log_format, verbose)
     overrides = daemon.Overrides(
-        listen=parse_hostport(listen, 25) if listen else None,
-        smarthost=f"{parse_hostport(smarthost, 25)[0]}:{parse_hostport(smarthost, 25)[1]}"
+        listen=parse_hostport(listen, 25, what="--listen") if listen else None,
+        smarthost=":".join(map(str, parse_hostport(smarthost, 25, what="--smarthost")))
         if smarthost
         else None,
     )

@@ -5,6 +5,7 @@ It only reads: a state database that does not exist yet is reported, not created
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from typing import Any
 
@@ -35,16 +36,16 @@ def status(app: App, as_json: bool) -> None:
     counts = {s: 0 for s in queue.STATUSES}
     oldest: float | None = None
     held = 0
-    try:
+    state_exists = app.state_path.exists()
+    if state_exists:
+        # A database that exists but cannot be read is an error to report, never "not created yet".
         conn = state.connect(app.state_path, create=False)
-    except ClublistError:
-        state_exists = False
-    else:
-        state_exists = True
         try:
             counts = queue.counts(conn)
             oldest = queue.oldest_waiting(conn)
             held = conn.execute("SELECT COUNT(*) FROM held").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            raise ClublistError(f"{app.state_path}: cannot read the state database ({exc})") from None
         finally:
             conn.close()
     pid = state.DaemonLock(app.state_path).holder()

@@ -104,6 +104,23 @@ def check_list_name(name: str) -> str:
 # --- the site (club.toml) -------------------------------------------------
 
 
+def bounds(low: float, high: float | None = None) -> dict[str, Any]:
+    """Field metadata: the range a number (for a list: each item) must stay in.
+
+    The bounds are checked wherever a value enters: ``config set``, loading
+    club.toml, and so the daemon's reload, which keeps the last good settings.
+    """
+    return {"bounds": (low, high)}
+
+
+def bounded(default: float, low: float, high: float | None = None) -> Any:
+    """A number setting's default with its :func:`bounds`."""
+    return field(default=default, metadata=bounds(low, high))
+
+
+PORT = (1, 65535)
+
+
 @dataclass(frozen=True)
 class SiteSection:
     """Who the club is."""
@@ -120,12 +137,12 @@ class ListenSection:
     """Where ``clublist run`` takes mail in."""
 
     host: str = "127.0.0.1"
-    port: int = 8025
+    port: int = bounded(8025, *PORT)
     hostname: str = ""
-    max_message_size: int = 10 * 1024 * 1024
-    max_recipients: int = 100
-    max_connections: int = 100
-    timeout: int = 300
+    max_message_size: int = bounded(10 * 1024 * 1024, 1)
+    max_recipients: int = bounded(100, 1)
+    max_connections: int = bounded(100, 1)
+    timeout: int = bounded(300, 1)
 
 
 @dataclass(frozen=True)
@@ -149,14 +166,14 @@ class DeliverySection:
     tls: Literal["opportunistic", "verify"] = "opportunistic"
     tls_verify_domains: list[str] = field(default_factory=list)
     tls_ca_file: str = ""
-    smtp_port: int = 25
+    smtp_port: int = bounded(25, *PORT)
     dns_servers: list[str] = field(default_factory=list)
-    dns_port: int = 53
+    dns_port: int = bounded(53, *PORT)
     helo_name: str = ""
-    max_recipients_per_transaction: int = 100
-    concurrency: int = 50
-    per_destination_concurrency: int = 20
-    timeout: int = 60
+    max_recipients_per_transaction: int = bounded(100, 1)
+    concurrency: int = bounded(50, 1)
+    per_destination_concurrency: int = bounded(20, 1)
+    timeout: int = bounded(60, 1)
     verp: bool = False
 
 
@@ -164,8 +181,8 @@ class DeliverySection:
 class RetrySection:
     """When a deferred delivery is tried again, and when clublist gives up."""
 
-    schedule: list[int] = field(default_factory=lambda: [300, 600, 1200, 2400, 3600])
-    give_up_after: int = 5 * 24 * 3600
+    schedule: list[int] = field(default_factory=lambda: [300, 600, 1200, 2400, 3600], metadata=bounds(1))
+    give_up_after: int = bounded(5 * 24 * 3600, 1)
 
 
 @dataclass(frozen=True)
@@ -180,8 +197,8 @@ class PostingSection:
 class BouncesSection:
     """Mailman's bounce score: disable delivery above the threshold."""
 
-    threshold: float = 5.0
-    stale_after_days: int = 7
+    threshold: float = bounded(5.0, 0.1)
+    stale_after_days: int = bounded(7, 1)
     hard_weight: float = 1.0
     soft_weight: float = 0.5
 
@@ -237,10 +254,14 @@ def coerce_setting(key: str, value: Any) -> Any:
     types_ = _section_types(section) if section in SITE_SECTIONS else {}
     if name not in types_:
         raise ClublistError(f"unknown setting {key!r}; see 'clublist config show' for the keys")
-    return _coerce(key, types_[name], value)
+    fields = {f.name: f for f in dataclasses.fields(typing.get_type_hints(Site)[section])}
+    typed = _coerce(key, types_[name], value, fields[name].metadata.get("bounds"))
+    if key == "delivery.smarthost" and typed and parse_hostport(typed, 25, what=key)[1] == 0:
+        raise ClublistError(f"{key} port must be between 1 and 65535, not 0")
+    return typed
 
 
-def _coerce(key: str, hint: Any, value: Any) -> Any:
+def _coerce(key: str, hint: Any, value: Any, bounds: tuple[float, float | None] | None = None) -> Any:
     origin = typing.get_origin(hint)
     if origin is Literal:
         allowed = typing.get_args(hint)
@@ -253,7 +274,7 @@ def _coerce(key: str, hint: Any, value: Any) -> Any:
             value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, list):
             raise ClublistError(f"{key} must be a list")
-        return [_coerce(key, item, v) for v in value]
+        return [_coerce(key, item, v, bounds) for v in value]
     if hint is bool:
         if isinstance(value, str) and value.lower() in {
             "true",
@@ -279,12 +300,30 @@ def _coerce(key: str, hint: Any, value: Any) -> Any:
                 raise ClublistError(f"{key} must be a number, not {value!r}") from None
         if hint is float and isinstance(value, int):
             value = float(value)
-        if not isinstance(value, hint) or value < 0:
-            raise ClublistError(f"{key} must be a number of at least 0, not {value!r}")
+        low, high = bounds or (0, None)
+        if not isinstance(value, hint):
+            raise ClublistError(f"{key} must be a number, not {value!r}")
+        if high is not None and not low <= value <= high:
+            raise ClublistError(f"{key} must be between {low:g} and {high:g}, not {value!r}")
+        if value < low:
+            raise ClublistError(f"{key} must be at least {low:g}, not {value!r}")
         return value
     if not isinstance(value, str):
         raise ClublistError(f"{key} must be text, not {value!r}")
     return value
+
+
+def parse_hostport(text: str, default_port: int, *, what: str = "address") -> tuple[str, int]:
+    """``host``, ``host:port`` or ``[v6]:port`` to a pair (port 0: any free port, for tests)."""
+    host, port = text, str(default_port)
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest.lstrip(":") or port
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    if not host or not port.isdigit() or not 0 <= int(port) < 65536 or any(c.isspace() for c in host):
+        raise ClublistError(f"{what} {text!r} is not HOST:PORT (for example 127.0.0.1:25)")
+    return host, int(port)
 
 
 def site_from_toml(data: dict[str, Any]) -> Site:
@@ -302,6 +341,45 @@ def site_from_toml(data: dict[str, Any]) -> Site:
     parse_address(site.site.admin, "site.admin")
     _check_timezone(site.site.timezone)
     return site
+
+
+@dataclass(frozen=True)
+class Advice:
+    """Something lists.d allows that likely does not do what was meant: what it is, and the fix."""
+
+    detail: str
+    fix: str
+
+    def __str__(self) -> str:
+        return f"{self.detail}; {self.fix}"
+
+
+def site_advice(site: Site) -> list[Advice]:
+    """Settings that load but quietly disable something; logged by the daemon, shown by ``check``."""
+    advice = []
+    if site.tls.require and not site.tls.cert:
+        advice.append(
+            Advice(
+                "tls.require is true but tls.cert is empty, so the listener offers no TLS at all",
+                "set a certificate ('clublist config set tls.cert /etc/ssl/club/fullchain.pem' and tls.key) "
+                "or 'clublist config set tls.require false'",
+            )
+        )
+    if site.posting.daily_limit == 0:
+        advice.append(
+            Advice(
+                "posting.daily_limit is 0 (no limit), which removes the brake on mail loops",
+                "clublist config set posting.daily_limit 50",
+            )
+        )
+    if site.delivery.mode == "smarthost" and not site.delivery.smarthost:
+        advice.append(
+            Advice(
+                "delivery.mode is smarthost but delivery.smarthost is empty, so mail goes to each MX",
+                "clublist config set delivery.smarthost HOST:PORT",
+            )
+        )
+    return advice
 
 
 def _check_timezone(name: str) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
 import re
 import tempfile
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from clublist.club.model import (
+    Advice,
     MailingList,
     Member,
     Site,
@@ -32,6 +34,7 @@ from clublist.club.model import (
     check_list_name,
     list_from_toml,
     member_from_toml,
+    site_advice,
     site_from_toml,
 )
 from clublist.errors import ClublistError
@@ -60,7 +63,7 @@ class Club:
     site: Site
     lists: dict[str, MailingList]
     members: tuple[Member, ...]
-    warnings: tuple[str, ...] = ()
+    warnings: tuple[Advice, ...] = ()
     _by_address: dict[str, Member] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -69,7 +72,7 @@ class Club:
         site: Site,
         lists: dict[str, MailingList],
         members: Iterable[Member],
-        warnings: Iterable[str] = (),
+        warnings: Iterable[Advice] = (),
     ) -> Club:
         members = tuple(members)
         by_address: dict[str, Member] = {}
@@ -130,13 +133,17 @@ class Store:
         members_path = self.path(MEMBERS_FILE)
         members_text = members_path.read_text("utf-8") if members_path.exists() else ""
         members = parse_members(members_path, members_text)
-        warnings = [
-            f"{members_path}: {m.email} is on list {name!r}, which has no file {name}.toml"
-            for m in members
-            for name in m.lists
-            if name not in lists
-        ]
-        return Club.build(site, lists, members, warnings)
+        return Club.build(site, lists, members, _advice(self.directory, site, lists, members))
+
+    def problems(self) -> list[str]:
+        """Every TOML file that would not load, each as ``file:line: what`` (load stops at the first)."""
+        out = []
+        for path in sorted(self.directory.glob("*.toml")):
+            try:
+                _located(path, functools.partial(_check_file, path))
+            except (ClublistError, OSError) as exc:
+                out.append(str(exc))
+        return out
 
     def fingerprint(self) -> tuple[tuple[str, int, int, int], ...]:
         """What changes when any TOML file is written, renamed over or edited in place."""
@@ -211,6 +218,36 @@ class Store:
                 )
             self.write_text(MEMBERS_FILE, new_text)
             return edit
+
+
+def _advice(
+    directory: Path, site: Site, lists: dict[str, MailingList], members: list[Member]
+) -> list[Advice]:
+    """What loads but quietly loses mail: lists without a file, owners who receive nothing."""
+    members_path = directory / MEMBERS_FILE
+    advice = site_advice(site)
+    for member in members:
+        for name in member.lists:
+            if name not in lists:
+                advice.append(
+                    Advice(
+                        f"{members_path}: {member.email} is on list {name!r}, which has no file {name}.toml",
+                        f"correct the list name in {MEMBERS_FILE} or run 'clublist list create {name}'",
+                    )
+                )
+    by_key = {m.key: m for m in members}
+    for mailing_list in lists.values():
+        for owner in mailing_list.owners:
+            owner_member = by_key.get(address_key(owner))
+            if owner_member is not None and not owner_member.receives:
+                advice.append(
+                    Advice(
+                        f"{directory / list_file(mailing_list.name)}: owner {owner} has delivery disabled "
+                        "and gets no mail for the list's owners",
+                        f"'clublist member set {owner} --enable' or give {mailing_list.name} another owner",
+                    )
+                )
+    return advice
 
 
 @dataclass

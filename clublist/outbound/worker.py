@@ -33,7 +33,7 @@ from typing import Literal
 
 import aiosmtplib
 
-from clublist.club.model import Site
+from clublist.club.model import Site, parse_hostport
 from clublist.dns import DNSPermanentError, DNSTemporaryError, Resolver
 from clublist.errors import ClublistError
 from clublist.outbound import reports, verp
@@ -114,19 +114,6 @@ class DeliveryConfig:
             policy=RetryPolicy.from_site(site),
             verp_secret=verp.load_secret(state_path),
         )
-
-
-def parse_hostport(text: str, default_port: int) -> tuple[str, int]:
-    """``host``, ``host:port`` or ``[v6]:port`` to a pair (port 0: any free port, for tests)."""
-    host, port = text, str(default_port)
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port = rest.lstrip(":") or port
-    elif text.count(":") == 1:
-        host, port = text.split(":")
-    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise ClublistError(f"{text!r} is not HOST:PORT (for example 127.0.0.1:25)")
-    return host, int(port)
 
 
 def _smarthost_password(path: str) -> str:

@@ -151,14 +151,21 @@ def connect(path: Path | str, *, create: bool = True) -> sqlite3.Connection:
         path.parent.mkdir(parents=True, exist_ok=True)
     try:
         conn = sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode = WAL")
     except sqlite3.DatabaseError as exc:
         raise ClublistError(f"{path}: cannot open the state database ({exc})") from None
-    conn.execute("PRAGMA synchronous = FULL")
-    conn.execute("PRAGMA foreign_keys = ON")
-    conn.execute("PRAGMA busy_timeout = 30000")
-    conn.row_factory = sqlite3.Row
-    migrate(conn)
+    try:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("PRAGMA busy_timeout = 30000")
+        conn.row_factory = sqlite3.Row
+        migrate(conn)
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise ClublistError(f"{path}: cannot open the state database ({exc})") from None
+    except BaseException:
+        conn.close()
+        raise
     return conn
 
 

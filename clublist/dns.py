@@ -1,17 +1,22 @@
-"""Where mail for a domain goes (MX, null MX, implicit MX) and what DMARC policy it publishes.
+"""clublist's one resolver: where mail for a domain goes (MX, null MX, implicit MX), what DMARC
+policy it publishes, and the cached records sender authentication asks for (TXT, A, MX, PTR).
 
-Used by the delivery worker to pick hosts and by decoration to decide whether to rewrite From;
-only the daemon imports it, so dnspython's import cost never reaches the store commands.
+Used by the delivery worker to pick hosts, by decoration to decide whether to rewrite From and
+by mail/authentication.py for SPF, DKIM and DMARC; every lookup goes to the servers club.toml
+names (``delivery.dns_servers``, ``delivery.dns_port``).  Only the daemon imports it, so
+dnspython's import cost never reaches the store commands.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import groupby
+from typing import Any
 
 import dns.asyncresolver
 import dns.exception
@@ -19,6 +24,8 @@ import dns.name
 import dns.resolver
 
 DMARC_POLICIES = ("none", "quarantine", "reject")
+NEGATIVE_TTL = 300.0  # how long "no such records" is kept (RFC 2308 lets the zone say; this bounds it)
+MAX_CACHED = 10_000  # records kept; the cache starts afresh beyond, so a flood of names cannot grow it
 
 
 class DNSPermanentError(Exception):
@@ -36,9 +43,11 @@ class MailHost:
 
 
 class Resolver:
-    """A dnspython async resolver with mail-specific answers and a small DMARC cache.
+    """A dnspython async resolver with mail-specific answers and small caches.
 
-    The cache is per instance, so a test or a config reload gets a fresh one.
+    The caches are per instance, so a test or a config reload gets a fresh one.  ``timeout``
+    bounds one whole lookup, retries included: a dead or silent server costs that long and
+    then DNSTemporaryError, never more.
     """
 
     def __init__(
@@ -61,7 +70,9 @@ class Resolver:
         self._resolver.lifetime = timeout
         self._cache_ttl = cache_ttl
         self._clock = clock
+        self.timeout = timeout
         self._dmarc_cache: dict[str, tuple[float, dict[str, str] | None]] = {}
+        self._records: dict[tuple[str, str], tuple[float, list[Any]]] = {}
 
     async def _query(self, name: str, rdtype: str) -> dns.resolver.Answer | None:
         """One lookup; None when the name exists without records of this type.
@@ -88,6 +99,35 @@ class Resolver:
             ) from exc
         except dns.exception.DNSException as exc:
             raise DNSTemporaryError(f"DNS lookup of {name} ({rdtype}) failed: {exc}") from exc
+
+    async def records(self, name: str, rdtype: str) -> list[Any]:
+        """The records of *rdtype* at *name* (dnspython rdata), [] when there are none or the
+        name does not exist; cached for their TTL (at most cache_ttl), "none" for NEGATIVE_TTL.
+
+        A failure raises DNSTemporaryError (also a name that is not a valid domain name:
+        nothing can be said about it, and SPF and DKIM treat it as no record themselves).
+        """
+        key = (name.rstrip(".").lower(), rdtype)
+        now = self._clock()
+        cached = self._records.get(key)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        try:
+            answer = await self._query(key[0], rdtype)
+        except dns.resolver.NXDOMAIN:
+            answer = None
+        except DNSPermanentError as exc:
+            raise DNSTemporaryError(str(exc)) from exc
+        found = list(answer) if answer is not None else []
+        ttl = min(float(answer.rrset.ttl), self._cache_ttl) if answer is not None and answer.rrset else 0.0
+        if len(self._records) >= MAX_CACHED:
+            self._records.clear()
+        self._records[key] = (now + (ttl if found else min(NEGATIVE_TTL, self._cache_ttl)), found)
+        return found
+
+    async def txt(self, name: str) -> list[bytes]:
+        """Each TXT record at *name*, its strings joined (RFC 7208 3.3, RFC 6376 3.6.2.2)."""
+        return [b"".join(rr.strings) for rr in await self.records(name, "TXT")]
 
     async def mail_hosts(self, domain: str) -> list[MailHost]:
         """The hosts to try for `domain`, in order (RFC 5321 section 5.1).
@@ -145,29 +185,30 @@ class Resolver:
         """The DMARC policy for mail From `domain`: "none", "quarantine", "reject" or None.
 
         pct=0 asks receivers to test, not enforce, so it reads as "none" (Mailman issue 1004).
-        Without a record at `domain`, the organizational domain's applies, its sp= if given.
-        That domain is taken to be the last two labels, a simplification of the Public Suffix
-        List: under "co.uk"-like suffixes the fallback finds nothing, and callers then rewrite
-        From anyway. Failures raise DNSTemporaryError (callers rewrite From); answers, also
-        "no record", are cached for cache_ttl seconds, failures not at all.
+        Without a record at `domain`, the organizational domain's applies (Public Suffix List),
+        its sp= if given.  Failures raise DNSTemporaryError (callers rewrite From); answers,
+        also "no record", are cached for cache_ttl seconds, failures not at all.
         """
-        domain = domain.rstrip(".").lower()
-        record = await self._dmarc_record(domain)
-        subdomain = False
-        if record is None:
-            org_domain = ".".join(domain.split(".")[-2:])
-            if org_domain == domain:
-                return None
-            record = await self._dmarc_record(org_domain)
-            if record is None:
-                return None
-            subdomain = True
-        policy = record.get("p")
-        if subdomain and record.get("sp") in DMARC_POLICIES:
-            policy = record["sp"]
+        found = await self.dmarc_record(domain)
+        if found is None:
+            return None
+        record, subdomain = found
         if record.get("pct", "").strip() == "0":
             return "none"
-        return policy
+        return dmarc_policy_of(record, subdomain)
+
+    async def dmarc_record(self, domain: str) -> tuple[dict[str, str], bool] | None:
+        """The DMARC record that governs mail From `domain` (RFC 7489 6.6.3), and whether it is
+        the organizational domain's (then its sp= applies); None when neither publishes one."""
+        domain = domain.rstrip(".").lower()
+        record = await self._dmarc_record(domain)
+        if record is not None:
+            return record, False
+        org_domain = organizational_domain(domain)
+        if org_domain == domain:
+            return None
+        record = await self._dmarc_record(org_domain)
+        return None if record is None else (record, True)
 
     async def _dmarc_record(self, domain: str) -> dict[str, str] | None:
         """The parsed tags of _dmarc.`domain` (p normalised to a valid policy), cached."""
@@ -208,3 +249,25 @@ def parse_dmarc(text: str) -> dict[str, str] | None:
     if "sp" in tags:
         tags["sp"] = tags["sp"].lower()
     return tags
+
+
+def dmarc_policy_of(record: dict[str, str], subdomain: bool) -> str:
+    """The policy a record asks for: its sp= for a subdomain of the domain that publishes it."""
+    if subdomain and record.get("sp") in DMARC_POLICIES:
+        return record["sp"]
+    return record["p"]
+
+
+@functools.cache
+def _public_suffixes() -> Any:
+    from publicsuffixlist import PublicSuffixList  # ships its list; loaded once, when first needed
+
+    return PublicSuffixList()
+
+
+@functools.lru_cache(maxsize=4096)
+def organizational_domain(domain: str) -> str:
+    """The registered domain under its public suffix (RFC 7489 3.2): ``example.co.uk`` for
+    ``mail.example.co.uk``; a name that is itself a public suffix stands for itself."""
+    domain = domain.rstrip(".").lower()
+    return _public_suffixes().privatesuffix(domain) or domain

@@ -130,8 +130,10 @@ class DNSServer:
 
 
 def _rdata_text(rdtype: str, value: str) -> str:
+    """TXT values longer than one DNS string (255 octets, e.g. a DKIM key) become several."""
     if rdtype == "TXT" and not value.startswith('"'):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        chunks = [value[i : i + 255] for i in range(0, len(value), 255)] or [""]
+        return " ".join('"' + chunk.replace("\\", "\\\\").replace('"', '\\"') + '"' for chunk in chunks)
     return value
 
 

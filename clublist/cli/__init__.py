@@ -48,6 +48,7 @@ COMMANDS = {
         "clublist.cli.remind:remind",
         "Queue the reminders that have fallen due; add, list and remove reminders.",
     ),
+    "dkim": Lazy("clublist.cli.dkim:dkim", "Make DKIM keys and show the DNS records to publish."),
     "status": Lazy("clublist.cli.status:status", "Show the queue, held posts and whether the daemon runs."),
 }
 

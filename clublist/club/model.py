@@ -26,6 +26,8 @@ _DOMAIN = rf"{_LABEL}(?:\.{_LABEL})+"
 _ADDRESS_RE = re.compile(rf"({_LOCAL})@({_DOMAIN})")
 _DOMAIN_RE = re.compile(_DOMAIN)
 LIST_NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]*")
+# A DKIM selector is a DNS label here (and names its key file var/dkim/SELECTOR.key).
+SELECTOR_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 
 # Local parts the site answers itself (DESIGN.md, "Addresses the daemon answers"),
 # and the names of lists.d's own files.
@@ -79,6 +81,16 @@ def parse_address(text: str, what: str = "address") -> str:
 def address_key(address: str) -> str:
     """The form addresses are compared in: case-insensitive, as every real provider treats them."""
     return address.strip().lower()
+
+
+def check_selector(selector: str) -> str:
+    """Return *selector* if it may name a DKIM key (a DNS label, lower case), else raise."""
+    if not isinstance(selector, str) or not SELECTOR_RE.fullmatch(selector):
+        raise ClublistError(
+            f"DKIM selector {selector!r} is not allowed: use lower-case letters, digits and '-'"
+            " (for example: s202612)"
+        )
+    return selector
 
 
 def parse_domain(text: str) -> str:
@@ -143,6 +155,10 @@ class ListenSection:
     max_recipients: int = bounded(100, 1)
     max_connections: int = bounded(100, 1)
     timeout: int = bounded(300, 1)
+    # One-click unsubscribe (RFC 8058) is served here while unsubscribe.url is set; 0: any free port.
+    http_port: int = bounded(8080, 0, 65535)
+    # Serve it as HTTPS with tls.cert; plain HTTP suits a reverse proxy that holds the certificate.
+    http_tls: bool = False
 
 
 @dataclass(frozen=True)
@@ -204,6 +220,24 @@ class BouncesSection:
 
 
 @dataclass(frozen=True)
+class DkimSection:
+    """Signing everything clublist sends with the keys in var/dkim/SELECTOR.key (``clublist dkim``)."""
+
+    selector: str = ""
+    # A second key (ed25519) that signs in addition to the first, for receivers that know it.
+    ed25519_selector: str = ""
+    # Seal posts that carry clublist's Authentication-Results with ARC (RFC 8617).
+    arc: bool = True
+
+
+@dataclass(frozen=True)
+class UnsubscribeSection:
+    """RFC 8058 one-click unsubscribe: each member's copy carries its own link under this URL."""
+
+    url: str = ""
+
+
+@dataclass(frozen=True)
 class Site:
     """club.toml: every setting has a default, so a fresh club needs only a domain."""
 
@@ -214,6 +248,8 @@ class Site:
     retry: RetrySection = field(default_factory=RetrySection)
     posting: PostingSection = field(default_factory=PostingSection)
     bounces: BouncesSection = field(default_factory=BouncesSection)
+    dkim: DkimSection = field(default_factory=DkimSection)
+    unsubscribe: UnsubscribeSection = field(default_factory=UnsubscribeSection)
 
     @property
     def domain(self) -> str:
@@ -340,6 +376,14 @@ def site_from_toml(data: dict[str, Any]) -> Site:
     parse_domain(site.site.domain)
     parse_address(site.site.admin, "site.admin")
     _check_timezone(site.site.timezone)
+    for selector in (site.dkim.selector, site.dkim.ed25519_selector):
+        if selector:
+            check_selector(selector)
+    if site.unsubscribe.url and not re.fullmatch(r"https://[^\s/?#]+(?:/[^\s?#]*)?", site.unsubscribe.url):
+        raise ClublistError(
+            f"unsubscribe.url {site.unsubscribe.url!r} must be an https:// URL without query"
+            " (RFC 8058), for example https://lists.myclub.org/u"
+        )
     return site
 
 

@@ -9,6 +9,12 @@ per-destination limit.  Each recipient's reply decides its row: 2xx sent,
 5xx failed.  Failures end in one RFC 3464 report per message to the
 administrator.
 
+Signing: with a DKIM key set up, every message is signed as it is loaded
+from the queue, once per message (VERP changes only the envelope), and a
+post that carries clublist's Authentication-Results is ARC-sealed first.
+With one-click unsubscribe on, each member's copy of a post gets its own
+List-Unsubscribe link, is sent in its own transaction and signed on its own.
+
 TLS: STARTTLS whenever offered.  The default is opportunistic, as Postfix
 does for MX delivery: no certificate check, and plaintext when the
 handshake fails.  ``verify`` (site-wide, for the domains listed in
@@ -36,7 +42,7 @@ import aiosmtplib
 from clublist.club.model import Site, parse_hostport
 from clublist.dns import DNSPermanentError, DNSTemporaryError, Resolver
 from clublist.errors import ClublistError
-from clublist.outbound import reports, verp
+from clublist.outbound import reports, signing, unsubscribe, verp
 from clublist.state import queue
 from clublist.state.db import Writer
 from clublist.state.queue import Delivery, Outcome, RetryPolicy
@@ -85,6 +91,8 @@ class DeliveryConfig:
     timeout: float
     policy: RetryPolicy
     verp_secret: bytes = field(repr=False, default=b"")
+    signer: signing.Signer | None = field(repr=False, default=None, compare=False)
+    unsubscribe_url: str = ""
 
     @classmethod
     def from_site(cls, site: Site, state_path: Path, smarthost: str | None = None) -> DeliveryConfig:
@@ -113,6 +121,8 @@ class DeliveryConfig:
             timeout=float(d.timeout),
             policy=RetryPolicy.from_site(site),
             verp_secret=verp.load_secret(state_path),
+            signer=signing.load_signer(site, state_path),
+            unsubscribe_url=site.unsubscribe.url,
         )
 
 
@@ -308,7 +318,9 @@ class DeliveryWorker:
         self._in_flight += len(claimed)
         for message_id in {d.message_id for d in claimed} - self._content.keys():
             try:
-                self._content[message_id] = await self.writer.run(lambda c, m=message_id: queue.content(c, m))
+                content = await self.writer.run(lambda c, m=message_id: queue.content(c, m))
+                first = next(d for d in claimed if d.message_id == message_id)
+                self._content[message_id] = self._signed(first, content)
             except ClublistError:  # dropped with `queue drop` since the claim
                 gone = [d for d in claimed if d.message_id == message_id]
                 claimed = [d for d in claimed if d.message_id != message_id]
@@ -364,12 +376,12 @@ class DeliveryWorker:
             self._forget_content(deliveries)
 
     def _batches(self, deliveries: list[Delivery]) -> Iterable[list[Delivery]]:
-        """One transaction per message and up to max_recipients; with VERP, one per recipient."""
+        """One transaction per message and up to max_recipients; with VERP or one-click, one per recipient."""
         by_message: dict[int, list[Delivery]] = {}
         for delivery in deliveries:
             by_message.setdefault(delivery.message_id, []).append(delivery)
         for group in by_message.values():
-            size = 1 if group[0].verp else self.config.max_recipients
+            size = 1 if group[0].verp or self._personal(group[0]) else self.config.max_recipients
             for start in range(0, len(group), size):
                 yield group[start : start + size]
 
@@ -448,6 +460,8 @@ class DeliveryWorker:
         """MAIL, RCPT for each, DATA: each recipient's reply becomes its outcome."""
         first = batch[0]
         content = self._content[first.message_id]
+        if self._personal(first):
+            content = self._personal_copy(first, content)
         options = ["BODY=8BITMIME"] if smtp.supports_extension("8bitmime") and not content.isascii() else []
         try:
             await smtp.mail(self._envelope_sender(first), options=options)
@@ -474,6 +488,37 @@ class DeliveryWorker:
             return
         for delivery in accepted:
             outcomes[delivery.id] = Outcome(delivery.id, "sent", response.code, response.message, host)
+
+    # --- signing ----------------------------------------------------------------------
+
+    def _personal(self, delivery: Delivery) -> bool:
+        """Whether each recipient gets their own copy: a list post, with one-click unsubscribe on."""
+        return bool(self.config.unsubscribe_url and delivery.kind == "post" and delivery.list_name)
+
+    def _signed(self, delivery: Delivery, content: bytes) -> bytes:
+        """A message as it leaves, loaded once: sealed if a post, signed unless each copy is."""
+        signer = self.config.signer
+        if signer is None:
+            return content
+        try:
+            if delivery.kind == "post":
+                content = signer.seal(content)
+            return content if self._personal(delivery) else signer.sign(content)
+        except Exception:  # a message the signer cannot read still goes out, unsigned
+            log.exception("message %s could not be signed; sending it unsigned", delivery.queue_id)
+            return content
+
+    def _personal_copy(self, delivery: Delivery, content: bytes) -> bytes:
+        config = self.config
+        token = unsubscribe.token(config.verp_secret, delivery.list_name or "", delivery.recipient)
+        copy = unsubscribe.personal_copy(content, config.unsubscribe_url, token)
+        if config.signer is None:
+            return copy
+        try:
+            return config.signer.sign(copy)
+        except Exception:
+            log.exception("message %s could not be signed; sending it unsigned", delivery.queue_id)
+            return copy
 
     def _envelope_sender(self, delivery: Delivery) -> str:
         if delivery.sender == "" or not delivery.verp:

@@ -1,0 +1,230 @@
+"""DKIM signing through a real ``clublist run``: every kind of mail it sends verifies with dkimpy.
+
+One daemon for the module: a key made with ``clublist dkim keygen``, its record (from ``dkim show
+--json``) served by the loopback DNS responder, and a sink as smarthost that receives everything,
+posts, bot replies, hold notices, reminders and the RFC 3464 report to the administrator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import smtplib
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import dkim
+import dns.exception
+import dns.resolver
+import pytest
+from click.testing import CliRunner
+from daemon import DaemonProcess
+from dnsserver import DNSServer
+from mta import Behaviour, RemoteMTA, Transaction
+
+from clublist import actions
+from clublist.actions import Actor
+from clublist.cli import main
+from clublist.club.model import DeliverySection, DkimSection, Site
+from clublist.club.store import Store
+from clublist.outbound import signing
+from clublist.outbound.worker import DeliveryConfig, DeliveryWorker, resolver_for
+from clublist.state import db, queue
+
+GONE = "gone@example.org"
+POST = (
+    b"From: Anna via Youth <youth@myclub.org>\r\nTo: youth@myclub.org\r\nSubject: [Youth] Training\r\n"
+    b"Message-ID: <1@example.org>\r\nDate: Tue, 01 Dec 2026 18:00:00 +0000\r\n"
+    b"List-Id: Youth <youth.myclub.org>\r\n"
+    b"List-Unsubscribe: <mailto:bot@myclub.org?subject=unsubscribe%20youth>\r\n"
+    b"\r\nTraining is at six.\r\n"
+)
+DnsFunc = Callable[..., bytes | None]
+
+
+def dns_lookup(server: DNSServer) -> DnsFunc:
+    """dkimpy's ``dnsfunc``: the TXT record from the loopback responder, strings joined."""
+    resolver = dns.resolver.Resolver(configure=False)
+    resolver.nameservers = ["127.0.0.1"]
+    resolver.port = server.port
+
+    def lookup(name: bytes | str, timeout: float = 5) -> bytes | None:
+        text = name.decode() if isinstance(name, bytes) else name
+        try:
+            answer = resolver.resolve(text.rstrip("."), "TXT", lifetime=timeout)
+        except dns.exception.DNSException:
+            return None
+        return b"".join(b"".join(record.strings) for record in answer)
+
+    return lookup
+
+
+def clublist(directory: Path, state: Path, *args: str) -> str:
+    result = CliRunner().invoke(main, ["--dir", str(directory), "--state", str(state), *args])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def verifies(content: bytes, lookup: DnsFunc) -> bool:
+    return bool(dkim.verify(content, dnsfunc=lookup))
+
+
+@pytest.fixture(scope="module")
+def club(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("signing")
+    directory, state = root / "lists.d", root / "var" / "clublist.sqlite3"
+    actions.init_club(directory, "myclub.org", "admin@myclub.org", "My Club", "Europe/Berlin")
+    store, shell = Store(directory), Actor.shell()
+    actions.list_create(store, shell, "youth", prefix="[Youth]")
+    actions.list_create(store, shell, "board", posting="moderated", owners=["admin@myclub.org"])
+    actions.member_add(store, shell, "anna@example.org", "Anna", ("youth", "board"))
+    actions.member_add(store, shell, GONE, "Gone", ("youth",))
+    due = (datetime.now(UTC) - timedelta(minutes=10)).replace(microsecond=0)
+    (directory / "reminders.toml").write_text(
+        '[[reminder]]\nid = "fees"\nto = "anna@example.org"\nsubject = "Fees are due"\ntext = "Pay."\n'
+        f"at = {due.isoformat()}\nstart = {(due - timedelta(hours=1)).isoformat()}\n"
+    )
+    clublist(directory, state, "dkim", "keygen", "--selector", "s1")
+    return directory, state
+
+
+@pytest.fixture(scope="module")
+def record(club: tuple[Path, Path]) -> dict[str, str]:
+    return json.loads(clublist(*club, "dkim", "show", "--json"))
+
+
+@pytest.fixture(scope="module")
+def lookup(record: dict[str, str]) -> Iterator[DnsFunc]:
+    with DNSServer({(record["name"], "TXT"): [record["record"]]}) as server:
+        yield dns_lookup(server)
+
+
+@pytest.fixture(scope="module")
+def sink() -> Iterator[RemoteMTA]:
+    refuse = {GONE: f"550 5.1.1 <{GONE}>: Recipient address rejected: User unknown"}
+    with RemoteMTA(Behaviour(rcpt=lambda address: refuse.get(address.lower()))) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def daemon(club: tuple[Path, Path], sink: RemoteMTA) -> Iterator[DaemonProcess]:
+    with DaemonProcess(*club, smarthost=f"127.0.0.1:{sink.port}") as process:
+        yield process
+
+
+def send(daemon: DaemonProcess, to: str, text: str, sender: str = "anna@example.org") -> None:
+    with smtplib.SMTP("127.0.0.1", daemon.port, timeout=30) as client:
+        assert client.sendmail(sender, [to], text.replace("\n", "\r\n")) == {}
+
+
+def received(sink: RemoteMTA, match: Callable[[Transaction], bool]) -> Transaction:
+    assert sink.wait_for(lambda s: any(match(t) for t in s.transactions)), [
+        t.message["Subject"] for t in sink.transactions
+    ]
+    with sink.lock:
+        return next(t for t in sink.transactions if match(t))
+
+
+def test_dkim_show_json_has_exactly_the_documented_keys(record: dict[str, str]) -> None:
+    assert set(record) == {"selector", "domain", "name", "record", "key_path"}
+    assert record["name"] == "s1._domainkey.myclub.org" and record["record"].startswith("v=DKIM1; k=rsa; p=")
+    assert Path(record["key_path"]).stat().st_mode & 0o777 == 0o600
+    assert "lists.d" not in Path(record["key_path"]).parts
+
+
+def test_a_post_verifies_and_a_tampered_copy_does_not(
+    daemon: DaemonProcess, sink: RemoteMTA, lookup: DnsFunc
+) -> None:
+    send(daemon, "youth@myclub.org", "From: Anna <anna@example.org>\nSubject: Training\n\nAt six.\n")
+    post = received(
+        sink, lambda t: "Training" in str(t.message["Subject"]) and "anna@example.org" in t.rcpt_tos
+    )
+    assert verifies(post.content, lookup)
+    signature = dkim.util.parse_tag_value(post.message["DKIM-Signature"].encode().replace(b"\r\n", b""))
+    assert signature[b"d"] == b"myclub.org" and signature[b"c"] == b"relaxed/relaxed"
+    signed = [h.strip() for h in signature[b"h"].split(b":")]
+    for name in (b"from", b"to", b"cc", b"subject", b"date", b"message-id", b"reply-to", b"list-id"):
+        assert name in signed
+    assert signed.count(b"from") == 2  # over-signed
+    assert not verifies(post.content.replace(b"At six.", b"At ten."), lookup)
+    assert not verifies(post.content.replace(b"Subject: [Youth]", b"Subject: [Y]"), lookup)
+
+
+def test_a_bot_reply_verifies(daemon: DaemonProcess, sink: RemoteMTA, lookup: DnsFunc) -> None:
+    send(daemon, "bot@myclub.org", "From: Anna <anna@example.org>\nSubject: commands\n\nlists\n")
+    reply = received(
+        sink, lambda t: "bot@myclub.org" in str(t.message["From"]) and "anna@example.org" in t.rcpt_tos
+    )
+    assert verifies(reply.content, lookup)
+
+
+def test_a_hold_notice_verifies(daemon: DaemonProcess, sink: RemoteMTA, lookup: DnsFunc) -> None:
+    send(daemon, "board@myclub.org", "From: Anna <anna@example.org>\nSubject: Budget\n\nNumbers.\n")
+    notice = received(sink, lambda t: str(t.message["Subject"]).startswith("Held for approval"))
+    assert verifies(notice.content, lookup)
+
+
+def test_a_reminder_verifies(
+    daemon: DaemonProcess, sink: RemoteMTA, lookup: DnsFunc, club: tuple[Path, Path]
+) -> None:
+    clublist(*club, "remind")
+    reminder = received(sink, lambda t: "Fees are due" in str(t.message["Subject"]))
+    assert verifies(reminder.content, lookup)
+
+
+def test_the_delivery_report_to_the_administrator_verifies(
+    daemon: DaemonProcess, sink: RemoteMTA, lookup: DnsFunc
+) -> None:
+    send(daemon, "youth@myclub.org", "From: Anna <anna@example.org>\nSubject: Hall\n\nHall 2.\n")
+    report = received(sink, lambda t: "Undelivered mail: [Youth] Hall" in str(t.message["Subject"]))
+    assert report.mail_from in ("", "<>") and report.rcpt_tos == ["admin@myclub.org"]
+    assert report.message.get_content_type() == "multipart/report"
+    assert verifies(report.content, lookup)
+
+
+def test_a_verp_post_to_1000_members_is_signed_once_and_every_copy_verifies(tmp_path: Path) -> None:
+    state = tmp_path / "var" / "clublist.sqlite3"
+    key = signing.generate_key(signing.key_path(state, "s2"), "rsa")
+    recipients = [f"member{i}@example.org" for i in range(1000)]
+    with (
+        RemoteMTA() as sink,
+        DNSServer({("s2._domainkey.myclub.org", "TXT"): [signing.dns_record(key)]}) as dns,
+    ):
+        site = Site(
+            delivery=DeliverySection(mode="smarthost", smarthost=f"127.0.0.1:{sink.port}", verp=True),
+            dkim=DkimSection(selector="s2"),
+        )
+        conn = db.connect(state)
+        with db.transaction(conn):
+            queue.enqueue(
+                conn,
+                kind="post",
+                sender="bounces@myclub.org",
+                recipients=recipients,
+                content=POST,
+                now=time.time(),
+                list_name="youth",
+                verp=True,
+            )
+        conn.close()
+        config = DeliveryConfig.from_site(site, state)
+
+        async def deliver() -> None:
+            writer = db.Writer(state)
+            worker = DeliveryWorker(writer, config, resolver_for(site))
+            try:
+                await worker.pass_once()
+                await worker.drain(5)
+            finally:
+                writer.close()
+
+        asyncio.run(deliver())
+        assert config.signer is not None and config.signer.signatures == 1
+        assert len(sink.transactions) == 1000
+        assert len({t.mail_from for t in sink.transactions}) == 1000  # VERP: one envelope each
+        assert len({t.message["DKIM-Signature"] for t in sink.transactions}) == 1
+        lookup = functools.cache(dns_lookup(dns))
+        assert all(verifies(t.content, lookup) for t in sink.transactions)

@@ -123,6 +123,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         self.server = await loop.create_server(self._session, host, port)
         self.port = self.server.sockets[0].getsockname()[1]
+        self._lock.announce(host, self.port)
         self._worker_stop = asyncio.Event()
         self._worker_task = loop.create_task(self.worker.run(self._worker_stop))
         self.bounces.start()

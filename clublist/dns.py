@@ -22,6 +22,7 @@ import dns.asyncresolver
 import dns.exception
 import dns.name
 import dns.resolver
+import dns.reversename
 
 DMARC_POLICIES = ("none", "quarantine", "reject")
 NEGATIVE_TTL = 300.0  # how long "no such records" is kept (RFC 2308 lets the zone say; this bounds it)
@@ -180,6 +181,11 @@ class Resolver:
         if failure is not None and not found:
             raise failure
         return found
+
+    async def ptr(self, address: str) -> list[str]:
+        """The names the reverse zone gives for an IPv4 or IPv6 address, lower case, no final dot."""
+        reverse = dns.reversename.from_address(address).to_text()
+        return [rr.target.to_text(omit_final_dot=True).lower() for rr in await self.records(reverse, "PTR")]
 
     async def dmarc_policy(self, domain: str) -> str | None:
         """The DMARC policy for mail From `domain`: "none", "quarantine", "reject" or None.

@@ -50,6 +50,10 @@ COMMANDS = {
     ),
     "dkim": Lazy("clublist.cli.dkim:dkim", "Make DKIM keys and show the DNS records to publish."),
     "status": Lazy("clublist.cli.status:status", "Show the queue, held posts and whether the daemon runs."),
+    "check": Lazy(
+        "clublist.cli.check:check",
+        "Check whether the club's mail will work, and say how to fix what will not.",
+    ),
 }
 
 

@@ -116,13 +116,7 @@ class Store:
 
     def load(self) -> Club:
         """Read and check every file; any problem is an error naming the file and line."""
-        site_path = self.path(SITE_FILE)
-        if not site_path.exists():
-            raise ClublistError(
-                f"{site_path} does not exist: run 'clublist init --domain YOUR.DOMAIN "
-                "--admin YOU@YOUR.DOMAIN' or point --dir (CLUBLIST_DIR) at your lists.d"
-            )
-        site = _located(site_path, lambda text: site_from_toml(parse_toml(site_path, text)))
+        site = self.load_site()
         lists = {}
         for path in sorted(self.directory.glob("*.toml")):
             if path.name in _SPECIAL_FILES:
@@ -134,6 +128,16 @@ class Store:
         members_text = members_path.read_text("utf-8") if members_path.exists() else ""
         members = parse_members(members_path, members_text)
         return Club.build(site, lists, members, _advice(self.directory, site, lists, members))
+
+    def load_site(self) -> Site:
+        """club.toml alone, checked; an error names the file and line."""
+        site_path = self.path(SITE_FILE)
+        if not site_path.exists():
+            raise ClublistError(
+                f"{site_path} does not exist: run 'clublist init --domain YOUR.DOMAIN "
+                "--admin YOU@YOUR.DOMAIN' or point --dir (CLUBLIST_DIR) at your lists.d"
+            )
+        return _located(site_path, lambda text: site_from_toml(parse_toml(site_path, text)))
 
     def problems(self) -> list[str]:
         """Every TOML file that would not load, each as ``file:line: what`` (load stops at the first)."""

@@ -338,6 +338,12 @@ def _spf_dns(name: str, qtype: str, strict: object = True, timeout: object = Non
 spf.DNSLookup = _spf_dns
 
 
+async def check_spf(resolver: clubdns.Resolver, client_ip: str, mail_from: str, helo: str) -> SPFResult:
+    """SPF alone (RFC 7208): may *client_ip* send as *mail_from*?  For ``clublist check``."""
+    lookup = _Lookup(resolver, asyncio.get_running_loop())
+    return await asyncio.to_thread(_check_spf, lookup, client_ip, mail_from, helo)
+
+
 def _check_spf(lookup: _Lookup, client_ip: str, mail_from: str, helo: str) -> SPFResult:
     """RFC 7208 for the envelope sender (postmaster@HELO for the null sender); runs in a thread."""
     if not client_ip or not (mail_from or helo):

@@ -293,6 +293,12 @@ class DaemonLock:
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
 
+    def announce(self, host: str, port: int) -> None:
+        """Record where the daemon listens, after its pid, for ``clublist check``."""
+        assert self._fd is not None
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, f"{os.getpid()}\n{host} {port}\n".encode(), 0)
+
     def release(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
@@ -307,11 +313,22 @@ class DaemonLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            text = os.pread(fd, 32, 0).decode().strip()
+            text = os.pread(fd, 32, 0).decode().partition("\n")[0].strip()
             return int(text) if text.isdigit() else -1
         finally:
             os.close(fd)
         return None
+
+    def address(self) -> tuple[str, int] | None:
+        """Where the running daemon listens (host, port), or None when none runs or it did not say."""
+        if self.holder() is None:
+            return None
+        try:
+            lines = self.path.read_text().splitlines()
+        except OSError:
+            return None
+        host, _, port = lines[1].partition(" ") if len(lines) > 1 else ("", "", "")
+        return (host, int(port)) if host and port.isdigit() else None
 
     def wake(self) -> int | None:
         """Ask a running daemon to look at the queue now (SIGUSR1); its pid, or None if none runs."""

@@ -362,3 +362,23 @@ def oldest_waiting(conn: sqlite3.Connection) -> float | None:
         " WHERE d.status IN ('pending', 'deferred', 'inflight')"
     ).fetchone()
     return row[0]
+
+
+def oldest_deferred(conn: sqlite3.Connection) -> QueueRow | None:
+    """The deferred delivery whose message has waited longest, for ``check``."""
+    row = conn.execute(_ROW_SQL + " WHERE d.status = 'deferred' ORDER BY m.created, d.id LIMIT 1").fetchone()
+    return None if row is None else QueueRow(*row)
+
+
+def failed_since(conn: sqlite3.Connection, since: float) -> list[QueueRow]:
+    """Deliveries that failed for good after *since*, newest first."""
+    sql = _ROW_SQL + " WHERE d.status = 'failed' AND d.updated >= ? ORDER BY d.updated DESC"
+    return [QueueRow(*r) for r in conn.execute(sql, (since,))]
+
+
+def held_before(conn: sqlite3.Connection, before: float) -> tuple[int, float | None]:
+    """How many held posts arrived before *before*, and when the oldest did."""
+    count, oldest = conn.execute(
+        "SELECT COUNT(*), MIN(created) FROM held WHERE created < ?", (before,)
+    ).fetchone()
+    return count, oldest

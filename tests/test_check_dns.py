@@ -9,12 +9,15 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from cryptography.hazmat.primitives import serialization
 from dnsserver import DNSServer
 
 from clublist import actions
 from clublist.actions import Actor
 from clublist.cli import main
+from clublist.cli.app import default_state_path
 from clublist.club.store import Store
+from clublist.outbound import signing
 
 IP = "192.0.2.10"
 GOOD: dict[tuple[str, str], list[str]] = {
@@ -34,16 +37,35 @@ def server() -> Iterator[DNSServer]:
         yield dns_server
 
 
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    """Two DKIM private keys (PEM), made once: the club's and a stranger's."""
+    directory = tmp_path_factory.mktemp("dkim")
+    for name in ("club", "other"):
+        signing.generate_key(directory / f"{name}.key", "rsa", 1024)
+    return {name: (directory / f"{name}.key").read_bytes() for name in ("club", "other")}
+
+
+def dkim_record(pem: bytes) -> str:
+    return signing.dns_record(serialization.load_pem_private_key(pem, password=None))  # type: ignore[arg-type]
+
+
 @pytest.fixture
-def club(store: Store, server: DNSServer) -> Store:
+def club(store: Store, server: DNSServer, keys: dict[str, bytes]) -> Store:
     admin = Actor.shell()
     for key, value in {
         "listen.hostname": "mail.myclub.org",
         "delivery.dns_servers": "127.0.0.1",
         "delivery.dns_port": str(server.port),
         "delivery.timeout": "2",
+        "dkim.selector": "s2026",
     }.items():
         actions.config_set(store, admin, key, value)
+    key_path = signing.key_path(default_state_path(store.directory), "s2026")
+    key_path.parent.mkdir(parents=True)
+    key_path.write_bytes(keys["club"])
+    # One key for the whole module, so the good zone can carry its record.
+    GOOD[("s2026._domainkey.myclub.org", "TXT")] = signing.txt_strings(dkim_record(keys["club"]))
     return store
 
 
@@ -59,9 +81,8 @@ def check(
     return result.exit_code, {f["check"]: f for f in findings}
 
 
-def without(*keys: tuple[str, str], **changes: list[str]) -> dict[tuple[str, str], list[str]]:
-    zone = {k: v for k, v in GOOD.items() if k not in keys}
-    return zone
+def without(*keys: tuple[str, str]) -> dict[tuple[str, str], list[str]]:
+    return {k: v for k, v in GOOD.items() if k not in keys}
 
 
 def test_a_good_zone_is_all_ok(club: Store, server: DNSServer) -> None:
@@ -71,6 +92,7 @@ def test_a_good_zone_is_all_ok(club: Store, server: DNSServer) -> None:
         "dns.mx": "ok",
         "dns.ptr": "ok",
         "dns.spf": "ok",
+        "dns.dkim": "ok",
         "dns.dmarc": "ok",
         "dns.mta-sts": "info",
         "dns.tls-rpt": "info",
@@ -140,6 +162,41 @@ def test_no_spf_record_fails(club: Store, server: DNSServer) -> None:
     code, found = check(club, server, without(("myclub.org", "TXT")))
     assert code == 1
     assert found["dns.spf"]["fix"] == 'publish myclub.org. IN TXT "v=spf1 ip4:192.0.2.10 -all"'
+
+
+def test_dkim_record_with_another_key_fails_naming_the_record(
+    club: Store, server: DNSServer, keys: dict[str, bytes]
+) -> None:
+    zone = {**GOOD, ("s2026._domainkey.myclub.org", "TXT"): signing.txt_strings(dkim_record(keys["other"]))}
+    code, found = check(club, server, zone)
+    assert code == 1
+    dkim = found["dns.dkim"]
+    assert dkim["status"] == "fail" and "holds another key than" in dkim["detail"]
+    assert dkim["fix"].startswith(
+        f'publish s2026._domainkey.myclub.org. IN TXT "{dkim_record(keys["club"])}"'
+    )
+
+
+def test_missing_dkim_record_or_key_fails(club: Store, server: DNSServer) -> None:
+    code, found = check(club, server, without(("s2026._domainkey.myclub.org", "TXT")))
+    assert code == 1
+    assert (
+        found["dns.dkim"]["status"] == "fail"
+        and "no DKIM record at s2026._domainkey" in found["dns.dkim"]["detail"]
+    )
+    signing.key_path(default_state_path(club.directory), "s2026").unlink()
+    code, found = check(club, server, GOOD)
+    assert code == 1
+    assert found["dns.dkim"]["fix"] == "clublist dkim keygen --selector s2026"
+
+
+def test_no_dkim_selector_warns(club: Store, server: DNSServer) -> None:
+    actions.config_set(club, Actor.shell(), "dkim.selector", "")
+    code, found = check(club, server, GOOD)
+    assert code == 0
+    assert found["dns.dkim"]["status"] == "warn" and found["dns.dkim"]["fix"].startswith(
+        "clublist dkim keygen"
+    )
 
 
 def test_no_dmarc_fails_and_p_none_warns(club: Store, server: DNSServer) -> None:

@@ -3,7 +3,9 @@
 Every lookup goes through clublist's resolver (``delivery.dns_servers`` and
 ``delivery.dns_port``), so the check sees what the daemon sees.  The sending
 IP is ``--public-ip`` or the address of ``listen.hostname``; SPF is evaluated
-for it by the code that checks incoming mail (mail/authentication.py).
+for it by the code that checks incoming mail (mail/authentication.py).  The
+DKIM record of each selector in force is compared with the public half of its
+private key (var/dkim/SELECTOR.key), as ``clublist dkim show`` renders it.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Awaitable
 
 from clublist.check import Finding, Target
 from clublist.dns import DNSPermanentError, DNSTemporaryError, Resolver, dmarc_policy_of
+from clublist.errors import ClublistError
 from clublist.mail.authentication import check_spf
 
 
@@ -33,6 +36,7 @@ async def _run(target: Target) -> list[Finding]:
     if ip is not None:
         findings.append(await _guarded("dns.ptr", _ptr(resolver, ip, target.helo_name)))
         findings.append(await _guarded("dns.spf", _spf(resolver, ip, target)))
+    findings += await _dkim(resolver, target)
     findings.append(await _guarded("dns.dmarc", _dmarc(resolver, domain, target)))
     findings.append(
         await _guarded(
@@ -168,6 +172,58 @@ async def _spf(resolver: Resolver, ip: str, target: Target) -> Finding:
         f"SPF of {domain} gives {result} for {ip} ({record})",
         f'change the TXT record of {domain} to "{suggested}"',
     )
+
+
+async def _dkim(resolver: Resolver, target: Target) -> list[Finding]:
+    """Each selector in force: its key loads and SELECTOR._domainkey publishes its public half."""
+    assert target.site is not None
+    selectors = [s for s in (target.site.dkim.selector, target.site.dkim.ed25519_selector) if s]
+    if not selectors:
+        return [
+            Finding(
+                "dns.dkim",
+                "warn",
+                "no DKIM key (dkim.selector is empty): the club's mail leaves unsigned, and Gmail and Yahoo "
+                "want bulk mail signed",
+                "clublist dkim keygen, then publish the record it prints",
+            )
+        ]
+    return [await _guarded("dns.dkim", _dkim_selector(resolver, target, s)) for s in selectors]
+
+
+async def _dkim_selector(resolver: Resolver, target: Target, selector: str) -> Finding:
+    from clublist.outbound import signing
+
+    assert target.site is not None
+    path = signing.key_path(target.state_path, selector)
+    try:
+        expected = signing.dns_record(signing.load_key(path))
+    except ClublistError as exc:
+        return Finding("dns.dkim", "fail", str(exc), f"clublist dkim keygen --selector {selector}")
+    name = f"{selector}._domainkey.{target.site.domain}"
+    publish = f"publish {name}. IN TXT \"{expected}\" ('clublist dkim show' prints it)"
+    keys = [_dkim_tags(text).get("p") for text in await _txt(resolver, name)]
+    keys = [key for key in keys if key is not None]
+    if not keys:
+        return Finding(
+            "dns.dkim", "fail", f"no DKIM record at {name}: signatures cannot be verified", publish
+        )
+    wanted = _dkim_tags(expected)["p"]
+    if wanted in keys:
+        return Finding("dns.dkim", "ok", f"{name} publishes the public key of {path}")
+    revoked = " (an empty p=, the key is revoked)" if keys == [""] else ""
+    return Finding(
+        "dns.dkim",
+        "fail",
+        f"the DKIM record at {name} holds another key than {path}{revoked}: every signature fails",
+        publish,
+    )
+
+
+def _dkim_tags(text: str) -> dict[str, str]:
+    """The tags of a DKIM key record (RFC 6376 3.6.1); whitespace inside values is folding."""
+    pairs = (item.partition("=") for item in text.split(";"))
+    return {key.strip(): "".join(value.split()) for key, sep, value in pairs if sep}
 
 
 async def _dmarc(resolver: Resolver, domain: str, target: Target) -> Finding:

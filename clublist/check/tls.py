@@ -108,17 +108,17 @@ def _chain(cert_path: str, key_path: str, name: str, extra_ca_file: str) -> Find
     The client trusts the system's CAs plus ``delivery.tls_ca_file`` and checks *name*, a name the
     certificate covers (a wrong name is its own line).
     """
-    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server.load_cert_chain(cert_path, key_path)
-    client = ssl.create_default_context()
-    if extra_ca_file:
-        client.load_verify_locations(cafile=extra_ca_file)
-    pipes = [ssl.MemoryBIO() for _ in range(4)]
-    ends = [
-        client.wrap_bio(pipes[0], pipes[1], server_hostname=name),
-        server.wrap_bio(pipes[2], pipes[3], server_side=True),
-    ]
     try:
+        server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        server.load_cert_chain(cert_path, key_path)
+        client = ssl.create_default_context()
+        if extra_ca_file:
+            client.load_verify_locations(cafile=extra_ca_file)
+        pipes = [ssl.MemoryBIO() for _ in range(4)]
+        ends = [
+            client.wrap_bio(pipes[0], pipes[1], server_hostname=name),
+            server.wrap_bio(pipes[2], pipes[3], server_side=True),
+        ]
         for _ in range(10):  # a TLS 1.3 handshake takes two round trips
             finished = 0
             for end in ends:
@@ -131,6 +131,8 @@ def _chain(cert_path: str, key_path: str, name: str, extra_ca_file: str) -> Find
             pipes[0].write(pipes[3].read())
             if finished == 2:
                 break
+        else:
+            return Finding("tls.chain", "fail", "a TLS handshake with the certificate does not finish", RENEW)
     except ssl.SSLCertVerificationError as exc:
         return Finding(
             "tls.chain",

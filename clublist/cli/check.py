@@ -55,7 +55,8 @@ def check(ctx: click.Context, app: App, only: tuple[str, ...], as_json: bool, pu
     run).  config: every file loads (file:line), list references, settings
     that quietly disable something.  dns (through delivery.dns_servers): MX,
     PTR of the sending IP and its forward confirmation and HELO name, SPF
-    for the sending IP, DMARC; MTA-STS and TLS-RPT as info.  tls: certificate and key load and match,
+    for the sending IP, the DKIM record against the private key, DMARC;
+    MTA-STS and TLS-RPT as info.  tls: certificate and key load and match,
     the chain verifies, the name covers listen.hostname, days to expiry
     (warn under 21, fail under 7).  listener: when clublist run runs, its
     banner, EHLO, STARTTLS, and a relay self-test over loopback (only RCPT,

@@ -4,6 +4,7 @@ The private key goes beside the state database (``var/dkim/SELECTOR.key``), the 
 club.toml through the store (comments kept).  Rotation: make a key under a new selector,
 publish its record, wait for DNS to carry it, then switch ``dkim.selector``; the old key file
 stays, so the old record can stay published until mail signed with it has been delivered.
+``standby`` makes the new key without switching, for publishing its record first.
 """
 
 from __future__ import annotations
@@ -43,9 +44,16 @@ def _record(store: Store, state_path: Path, selector: str) -> DkimRecord:
 
 
 def dkim_keygen(
-    store: Store, actor: Actor, state_path: Path, selector: str, algorithm: signing.Algorithm, bits: int
+    store: Store,
+    actor: Actor,
+    state_path: Path,
+    selector: str,
+    algorithm: signing.Algorithm,
+    bits: int,
+    *,
+    standby: bool = False,
 ) -> DkimRecord:
-    """Make a key pair for *selector*, write the private key (0600) and make it the signing key.
+    """Make a key pair for *selector*, write the private key (0600) and, unless *standby*, sign with it.
 
     RSA becomes ``dkim.selector``; ed25519 ``dkim.ed25519_selector``, which signs in addition.
     """
@@ -62,7 +70,8 @@ def dkim_keygen(
             document["dkim"] = tomlkit.table()
         document["dkim"][setting] = selector
 
-    store.edit_toml(SITE_FILE, change)
+    if not standby:
+        store.edit_toml(SITE_FILE, change)
     return _record(store, state_path, selector)
 
 

@@ -26,20 +26,30 @@ def dkim() -> None:
     "--algorithm", type=click.Choice(["rsa", "ed25519"]), default="rsa", show_default=True, help="Key type."
 )
 @click.option("--bits", type=int, default=2048, show_default=True, help="RSA key size.")
+@click.option("--standby", is_flag=True, help="Do not sign with it yet (publish its record first).")
 @json_option
 @pass_app
-def keygen(app: App, selector: str | None, algorithm: str, bits: int, as_json: bool) -> None:
+def keygen(app: App, selector: str | None, algorithm: str, bits: int, standby: bool, as_json: bool) -> None:
     """Make a key pair, keep the private key in var/dkim/, and sign with it.
 
     Prints the TXT record to publish.  An existing key is never replaced:
-    to rotate, make a key under a new selector (the old file stays).
+    to rotate, make a key under a new selector with --standby, publish its
+    record, then switch with 'clublist config set dkim.selector NEW'.
 
     Example: clublist dkim keygen --selector s202612
     """
     from clublist.actions import dkim as actions
 
     chosen = selector or time.strftime("s%Y%m")
-    record = actions.dkim_keygen(app.store, app.actor, app.state_path, chosen, algorithm, bits)  # type: ignore[arg-type]
+    record = actions.dkim_keygen(
+        app.store,
+        app.actor,
+        app.state_path,
+        chosen,
+        algorithm,  # type: ignore[arg-type]
+        bits,
+        standby=standby,
+    )
     _print(app, record, as_json)
 
 

@@ -4,7 +4,9 @@ Start-up, the main loop and shutdown are separate steps.  Signals only set
 flags: SIGTERM/SIGINT stop accepting, let transactions in flight finish
 within a timeout and leave the rest due (a second one exits at once),
 SIGHUP reloads lists.d and the TLS certificate, SIGUSR1 wakes the worker
-(``clublist queue flush`` sends it).
+(``clublist queue flush`` sends it).  With ``unsubscribe.url`` set it also
+serves one-click unsubscribe over HTTP (:mod:`clublist.oneclick`; a change
+of that URL or its port takes a restart).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from clublist.bounces import processor as bounces
 from clublist.club.model import Site
@@ -29,6 +32,9 @@ from clublist.outbound import verp
 from clublist.outbound import worker as delivery
 from clublist.state import db as state
 from clublist.state import queue
+
+if TYPE_CHECKING:
+    from clublist.oneclick import OneClickServer
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +130,7 @@ class Daemon:
         self.server = await loop.create_server(self._session, host, port)
         self.port = self.server.sockets[0].getsockname()[1]
         self._lock.announce(host, self.port)
+        self.oneclick = await self._start_oneclick(site, host)
         self._worker_stop = asyncio.Event()
         self._worker_task = loop.create_task(self.worker.run(self._worker_stop))
         self.bounces.start()
@@ -149,6 +156,8 @@ class Daemon:
     async def shutdown(self) -> None:
         log.info("shutting down: no new connections; finishing what is in flight")
         self.server.close()
+        if self.oneclick is not None:
+            await self.oneclick.close()
         deadline = time.monotonic() + SHUTDOWN_TIMEOUT
         while self.handler.in_progress and time.monotonic() < deadline and not self.force_exit:
             await asyncio.sleep(0.05)
@@ -217,6 +226,27 @@ class Daemon:
             command_call_limit={"MAIL": 10_000, "RCPT": 100_000, "DATA": 10_000, "RSET": 10_000, "*": 200},
             decode_data=False,
         )
+
+    async def _start_oneclick(self, site: Site, host: str) -> OneClickServer | None:
+        """The one-click unsubscribe server, when unsubscribe.url asks for it."""
+        if not site.unsubscribe.url:
+            return None
+        from clublist.oneclick import OneClickServer
+
+        tls = self.tls_context if site.listen.http_tls else None
+        if site.listen.http_tls and tls is None:
+            raise ClublistError("listen.http_tls = true needs tls.cert (and tls.key)")
+        server = OneClickServer(
+            store=self.store,
+            club=lambda: self.club,
+            writer=self.writer,
+            secret=verp.load_secret(self.state_path),
+            on_queued=self.worker.wake,
+            clock=self.clock,
+        )
+        port = await server.start(host, site.listen.http_port, tls)
+        log.info("one-click unsubscribe on %s://%s:%d", "https" if tls else "http", host, port)
+        return server
 
     def _processors(self) -> dict[str, MailProcessor]:
         """Who handles mail to the bot's and the bounce addresses."""

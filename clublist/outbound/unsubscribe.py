@@ -1,8 +1,9 @@
 """RFC 8058 one-click unsubscribe: each member's copy of a post carries its own link.
 
-The link is ``unsubscribe.url/TOKEN``; TOKEN is an HMAC of (list, member) under the site
-secret (the one VERP uses, kept in var/, in its own domain of use here), so it names exactly
-one member on one list, cannot be guessed, and reveals no address.  The HTTP side that honours
+The link is ``unsubscribe.url/TOKEN``; TOKEN is ``LIST.MAC``, MAC an HMAC of (list, member)
+under the site secret (the one VERP uses, kept in var/, in its own domain of use here), so it
+names exactly one member on one list, cannot be guessed or moved to another list or member,
+and reveals no address.  The HTTP side that honours
 it is :mod:`clublist.oneclick`.
 """
 
@@ -23,9 +24,9 @@ _HEADER_END = re.compile(rb"\r?\n\r?\n")
 
 
 def token(secret: bytes, list_name: str, address: str) -> str:
-    """The opaque token of *address* on *list_name*."""
+    """The token of *address* on *list_name*: the list's name and a MAC nobody can make without the secret."""
     message = f"one-click\0{list_name}\0{address_key(address)}".encode()
-    return hmac.new(secret, message, hashlib.sha256).hexdigest()[:_TOKEN_LENGTH]
+    return f"{list_name}.{hmac.new(secret, message, hashlib.sha256).hexdigest()[:_TOKEN_LENGTH]}"
 
 
 def personal_copy(content: bytes, url: str, token_: str) -> bytes:

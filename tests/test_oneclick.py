@@ -1,0 +1,160 @@
+"""RFC 8058 one-click unsubscribe through a real ``clublist run``: each member's copy carries its
+own signed link, a POST to it takes exactly that member off exactly that list, nothing else does.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import smtplib
+from collections.abc import Iterator
+from pathlib import Path
+
+import dkim
+import pytest
+from daemon import DaemonProcess
+from dnsserver import DNSServer
+from mta import RemoteMTA, Transaction
+from test_signing import DnsFunc, clublist, dns_lookup, received
+
+from clublist import actions
+from clublist.actions import Actor
+from clublist.club.store import Store
+
+URL = "https://lists.myclub.org/u"
+_HTTP_PORT = re.compile(r"one-click unsubscribe on http://\S+:(\d+)")
+
+
+@pytest.fixture(scope="module")
+def club(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("oneclick")
+    directory, state = root / "lists.d", root / "var" / "clublist.sqlite3"
+    actions.init_club(directory, "myclub.org", "admin@myclub.org", "My Club", "Europe/Berlin")
+    store, shell = Store(directory), Actor.shell()
+    actions.list_create(store, shell, "youth", prefix="[Youth]")
+    actions.list_create(store, shell, "board", owners=["admin@myclub.org"])
+    actions.member_add(store, shell, "anna@example.org", "Anna", ("youth", "board"))
+    actions.member_add(store, shell, "ben@example.org", "Ben", ("youth",))
+    clublist(directory, state, "config", "set", "unsubscribe.url", URL)
+    clublist(directory, state, "config", "set", "listen.http_port", "0")
+    clublist(directory, state, "dkim", "keygen", "--selector", "s1")
+    return directory, state
+
+
+@pytest.fixture(scope="module")
+def lookup(club: tuple[Path, Path]) -> Iterator[DnsFunc]:
+    record = json.loads(clublist(*club, "dkim", "show", "--json"))
+    with DNSServer({(record["name"], "TXT"): [record["record"]]}) as server:
+        yield dns_lookup(server)
+
+
+@pytest.fixture(scope="module")
+def sink() -> Iterator[RemoteMTA]:
+    with RemoteMTA() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def daemon(club: tuple[Path, Path], sink: RemoteMTA) -> Iterator[DaemonProcess]:
+    with DaemonProcess(*club, smarthost=f"127.0.0.1:{sink.port}") as process:
+        yield process
+
+
+@pytest.fixture(scope="module")
+def http_port(daemon: DaemonProcess) -> int:
+    match = _HTTP_PORT.search(daemon.wait_for_log(lambda line: _HTTP_PORT.search(line) is not None))
+    assert match
+    return int(match[1])
+
+
+@pytest.fixture(scope="module")
+def copies(daemon: DaemonProcess, sink: RemoteMTA) -> dict[tuple[str, str], Transaction]:
+    """(list, member) -> that member's copy of one post to each list."""
+    found = {}
+    for list_name in ("youth", "board"):
+        with smtplib.SMTP("127.0.0.1", daemon.port, timeout=30) as client:
+            text = f"From: Anna <anna@example.org>\r\nSubject: News for {list_name}\r\n\r\nHello.\r\n"
+            client.sendmail("anna@example.org", [f"{list_name}@myclub.org"], text)
+    for list_name, member in (("youth", "anna"), ("youth", "ben"), ("board", "anna")):
+        address = f"{member}@example.org"
+        found[list_name, member] = received(
+            sink,
+            lambda t, n=list_name, a=address: (
+                f"News for {n}" in str(t.message["Subject"]) and t.rcpt_tos == [a]
+            ),
+        )
+    return found
+
+
+def link(copy: Transaction) -> str:
+    header = " ".join(str(copy.message["List-Unsubscribe"]).split())
+    match = re.match(r"<(https://[^>]+)>, <mailto:[^>]+>$", header)
+    assert match, header
+    return match[1]
+
+
+def request(port: int, method: str, url: str) -> tuple[int, str]:
+    path = url.removeprefix("https://lists.myclub.org")
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        body = "List-Unsubscribe=One-Click" if method == "POST" else None
+        headers = {"Content-Type": "application/x-www-form-urlencoded"} if body else {}
+        connection.request(method, path, body=body, headers=headers)
+        response = connection.getresponse()
+        return response.status, response.read().decode()
+    finally:
+        connection.close()
+
+
+def lists_of(club: tuple[Path, Path], address: str) -> set[str]:
+    return set(Store(club[0]).load().member(address).lists)
+
+
+def test_each_copy_has_its_own_signed_one_click_link(
+    copies: dict[tuple[str, str], Transaction], lookup: DnsFunc
+) -> None:
+    links = {key: link(copy) for key, copy in copies.items()}
+    assert len(set(links.values())) == 3
+    assert all(url.startswith(f"{URL}/") for url in links.values())
+    for copy in copies.values():
+        assert copy.message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        assert dkim.verify(copy.content, dnsfunc=lookup)
+        signature = dkim.util.parse_tag_value(copy.message["DKIM-Signature"].encode().replace(b"\r\n", b""))
+        signed = [h.strip() for h in signature[b"h"].split(b":")]
+        assert b"list-unsubscribe" in signed and b"list-unsubscribe-post" in signed
+        assert not dkim.verify(
+            copy.content.replace(b"List-Unsubscribe: <https", b"List-Unsubscribe: <http"), dnsfunc=lookup
+        )
+
+
+def test_get_shows_a_button_and_unsubscribes_nobody(
+    copies: dict[tuple[str, str], Transaction], http_port: int, club: tuple[Path, Path]
+) -> None:
+    status, page = request(http_port, "GET", link(copies["youth", "ben"]))
+    assert status == 200 and '<form method="post">' in page
+    assert lists_of(club, "ben@example.org") == {"youth"}
+
+
+def test_altered_or_moved_tokens_do_nothing(
+    copies: dict[tuple[str, str], Transaction], http_port: int, club: tuple[Path, Path]
+) -> None:
+    youth = link(copies["youth", "anna"])
+    altered = youth[:-1] + ("0" if youth[-1] != "0" else "1")
+    board_mac = link(copies["board", "anna"]).rpartition(".")[2]
+    moved = f"{youth.rpartition('.')[0]}.{board_mac}"  # anna's board token on the youth link
+    for url in (altered, moved):
+        assert request(http_port, "POST", url)[0] == 404
+    assert lists_of(club, "anna@example.org") == {"youth", "board"}
+
+
+def test_post_unsubscribes_exactly_that_member_from_that_list(
+    copies: dict[tuple[str, str], Transaction], http_port: int, club: tuple[Path, Path], sink: RemoteMTA
+) -> None:
+    status, page = request(http_port, "POST", link(copies["youth", "anna"]))
+    assert status == 200, page
+    assert lists_of(club, "anna@example.org") == {"board"}
+    assert lists_of(club, "ben@example.org") == {"youth"}
+    notice = received(sink, lambda t: "left youth (one-click unsubscribe)" in str(t.message["Subject"]))
+    assert notice.rcpt_tos == ["admin@myclub.org"]
+    assert request(http_port, "POST", link(copies["youth", "anna"]))[0] == 404  # used up

@@ -543,3 +543,39 @@ def test_only_the_administrator_sees_or_resets_bounce_scores_by_mail(box: Box, c
         assert code == 1 and "only the club's administrator" in output, args
     assert by_mail("admin@myclub.org", True, "ls")[1].startswith("address")
     assert box.score("anna@example.org") == 1.0
+
+
+def dsn(recipient: str, status: str, diagnostic: str) -> bytes:
+    """A minimal RFC 3464 report from a receiver that refused one recipient."""
+    return (
+        "From: MAILER-DAEMON@mx.example\r\nTo: bounces@myclub.org\r\nSubject: Undelivered\r\n"
+        "MIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\r\n\r\n'
+        "--b\r\nContent-Type: text/plain\r\n\r\nRefused.\r\n"
+        "--b\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example\r\n\r\n"
+        f"Final-Recipient: rfc822; {recipient}\r\nAction: failed\r\nStatus: {status}\r\n"
+        f"Diagnostic-Code: smtp; {status[0]}50 {status} {diagnostic}\r\n"
+        "--b--\r\n"
+    ).encode()
+
+
+@pytest.mark.parametrize(
+    ("status", "diagnostic", "record"),
+    [
+        ("5.7.26", "Unauthenticated email from myclub.org is not accepted due to DMARC policy", "DMARC"),
+        ("5.7.515", "Access denied, sending domain does not meet the required authentication level", "DKIM"),
+        ("5.7.509", "Access denied, sending domain myclub.org does not pass DMARC verification", "DKIM"),
+        ("4.7.40", "Your email has been rate limited because DMARC is not present", "_dmarc.myclub.org"),
+        ("5.7.32", "Your email has been blocked because the sender is not aligned", "alignment"),
+        ("5.7.1", "Message rejected: DKIM signature did not verify", "DKIM"),
+    ],
+)
+def test_an_authentication_refusal_never_counts_and_the_alert_says_which_record_to_fix(
+    box: Box, status: str, diagnostic: str, record: str
+) -> None:
+    box.bounce(dsn("anna@example.org", status, diagnostic))
+    assert [e.kind for e in box.events("anna@example.org")] == ["content"]
+    assert box.score("anna@example.org") == 0
+    [alert] = box.notices()
+    text = " ".join(alert.message.get_content().split())
+    assert "to fix:" in text and record in text

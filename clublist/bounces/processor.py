@@ -371,14 +371,21 @@ def disabled_summary(site: Site, members: Sequence[Member]) -> EmailMessage:
 
 
 def reputation_alert(site: Site, refused: Sequence[BounceEvidence], recipient: str) -> EmailMessage:
-    """Tell the administrator that a server refused the club's message itself, not an address."""
+    """Tell the administrator that a server refused the club's message itself, not an address,
+    and, when the refusal names authentication, which DNS record to fix."""
+    entries = []
+    for e in refused:
+        fix = dsn.authentication_fix(e.status, e.diagnostic).replace("<site.domain>", site.domain)
+        entries.append(
+            (e.address, _last_words(e.status, e.diagnostic) + (f" -- to fix: {fix}" if fix else ""))
+        )
     text = _mail_text(
         f"A bounce to {recipient} says a receiving server refused the club's message itself (spam"
         " filter, sender authentication such as DMARC, SPF or DKIM, a blocklist, or its size), not"
         " the member's address.  This does not count against the members:",
-        [(e.address, _last_words(e.status, e.diagnostic)) for e in refused],
-        "Check the club's SPF, DKIM and DMARC records and whether its sending IP address is on a"
-        " blocklist; the server's words above usually name the cause.",
+        entries,
+        'Check the club\'s SPF, DKIM and DMARC records (README, "Deliverability") and whether its'
+        " sending IP address is on a blocklist; the server's words above usually name the cause.",
     )
     domains = ", ".join(dict.fromkeys(e.address.rpartition("@")[2] for e in refused))
     return _notice(site, f"Reputation alert: {domains} refused the club's mail", text)

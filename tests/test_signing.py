@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import re
 import smtplib
 import time
 from collections.abc import Callable, Iterator
@@ -228,3 +229,61 @@ def test_a_verp_post_to_1000_members_is_signed_once_and_every_copy_verifies(tmp_
         assert len({t.message["DKIM-Signature"] for t in sink.transactions}) == 1
         lookup = functools.cache(dns_lookup(dns))
         assert all(verifies(t.content, lookup) for t in sink.transactions)
+
+
+def deliver_once(
+    site: Site, state: Path, content: bytes, recipients: list[str], **kwargs: object
+) -> DeliveryConfig:
+    """Queue *content* and run the real worker over it once; returns the config (and its signer)."""
+    conn = db.connect(state)
+    with db.transaction(conn):
+        queue.enqueue(
+            conn,
+            kind=kwargs.pop("kind", "post"),  # type: ignore[arg-type]
+            sender="bounces@myclub.org",
+            recipients=recipients,
+            content=content,
+            now=time.time(),
+            list_name="youth",
+            **kwargs,  # type: ignore[arg-type]
+        )
+    conn.close()
+    config = DeliveryConfig.from_site(site, state)
+
+    async def deliver() -> None:
+        writer = db.Writer(state)
+        worker = DeliveryWorker(writer, config, resolver_for(site))
+        try:
+            await worker.pass_once()
+            await worker.drain(5)
+        finally:
+            writer.close()
+
+    asyncio.run(deliver())
+    return config
+
+
+def test_a_post_with_our_authentication_results_leaves_sealed(tmp_path: Path) -> None:
+    state = tmp_path / "var" / "clublist.sqlite3"
+    key = signing.generate_key(signing.key_path(state, "s3"), "rsa")
+    results = b"Authentication-Results: myclub.org; dkim=pass header.d=example.org; dmarc=pass\r\n"
+    with (
+        RemoteMTA() as sink,
+        DNSServer({("s3._domainkey.myclub.org", "TXT"): [signing.dns_record(key)]}) as dns,
+    ):
+        site = Site(
+            delivery=DeliverySection(mode="smarthost", smarthost=f"127.0.0.1:{sink.port}"),
+            dkim=DkimSection(selector="s3"),
+        )
+        config = deliver_once(site, state, results + POST, ["anna@example.org", "ben@example.org"])
+        assert config.signer is not None and config.signer.seals == 1
+        (copy,) = sink.transactions
+        lookup = dns_lookup(dns)
+        cv, sets, reason = dkim.arc_verify(copy.content, dnsfunc=lookup)
+        assert cv == b"pass", reason
+        assert [s["instance"] for s in sets] == [1]
+        assert re.search(rb"ARC-Seal: i=1; cv=none;", copy.content)
+        unfolded = b" ".join(copy.content.split())
+        assert b"ARC-Authentication-Results: i=1; myclub.org; dkim=pass header.d=example.org" in unfolded
+        assert verifies(copy.content, lookup)
+        assert dkim.arc_verify(copy.content.replace(b"six", b"ten"), dnsfunc=lookup)[0] == b"fail"

@@ -208,25 +208,27 @@ def make_club(
     The author of every post is m00000@example.org, a member of every list.
     Built with :mod:`clublist.actions` (one import for all members).
     """
-    from clublist import actions
     from clublist.actions import Actor
+    from clublist.actions.config import config_set, init_club
+    from clublist.actions.lists import list_create
+    from clublist.actions.members import member_import
     from clublist.club.store import Store
 
     directory = root / "lists.d"
-    actions.init_club(directory, DOMAIN, f"admin@{DOMAIN}", "Bench Club", "UTC")
+    init_club(directory, DOMAIN, f"admin@{DOMAIN}", "Bench Club", "UTC")
     store = Store(directory)
     shell = Actor.shell()
     for name in lists:
-        actions.list_create(store, shell, name)
+        list_create(store, shell, name)
     for key, value in (settings or {}).items():
-        actions.config_set(store, shell, key, value)
+        config_set(store, shell, key, value)
     total = max(lists.values(), default=0)
     rows = ["email,name,lists"]
     for i in range(total):
         names = " ".join(name for name, size in lists.items() if i < size)
         rows.append(f"{member_address(i)},Member {i},{names}")
     if total:
-        actions.member_import(store, shell, "\n".join(rows) + "\n")
+        member_import(store, shell, "\n".join(rows) + "\n")
     return Club(root, directory, root / "var" / "clublist.sqlite3", member_address(0))
 
 

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from clublist import actions
 from clublist.actions import Actor
+from clublist.actions.config import init_club
+from clublist.actions.lists import list_create
 from clublist.club.store import Store
 
 CLUBLIST = str(Path(sys.executable).with_name("clublist"))
@@ -21,8 +22,8 @@ CLUBLIST = str(Path(sys.executable).with_name("clublist"))
 def club_dir(tmp_path: Path) -> Path:
     """An initialised lists.d for myclub.org with the list youth and no members."""
     directory = tmp_path / "lists.d"
-    actions.init_club(directory, "myclub.org", "admin@myclub.org", "My Club", "Europe/Berlin")
-    actions.list_create(Store(directory), Actor.shell(), "youth", prefix="[Youth]")
+    init_club(directory, "myclub.org", "admin@myclub.org", "My Club", "Europe/Berlin")
+    list_create(Store(directory), Actor.shell(), "youth", prefix="[Youth]")
     return directory
 
 

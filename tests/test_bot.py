@@ -15,8 +15,9 @@ from conftest import Runner
 from daemon import DaemonProcess
 from mta import Behaviour, RemoteMTA, Transaction
 
-from clublist import actions
 from clublist.actions import Actor
+from clublist.actions.lists import list_create
+from clublist.actions.members import member_add
 from clublist.bot import may_use
 from clublist.cli import main as command_group
 from clublist.club.store import Store
@@ -27,10 +28,10 @@ TOKEN = re.compile(r"confirm ([0-9a-f]{12})")
 @pytest.fixture
 def club(store: Store) -> Store:
     admin = Actor.shell()
-    actions.list_create(store, admin, "trainer", owners=["tom@example.org"], description="Trainers")
-    actions.member_add(store, admin, "anna@example.org", "Anna", ("youth",))
-    actions.member_add(store, admin, "ben@example.org", "Ben", ("youth",))
-    actions.member_add(store, admin, "tom@example.org", "Tom", ("trainer",))
+    list_create(store, admin, "trainer", owners=["tom@example.org"], description="Trainers")
+    member_add(store, admin, "anna@example.org", "Anna", ("youth",))
+    member_add(store, admin, "ben@example.org", "Ben", ("youth",))
+    member_add(store, admin, "tom@example.org", "Tom", ("trainer",))
     return store
 
 
@@ -155,7 +156,7 @@ def expected_help(sender: str, club: Store) -> list[str]:
 @pytest.mark.parametrize("sender", ["anna@example.org", "tom@example.org", "admin@myclub.org"])
 def test_help_lists_exactly_the_commands_the_sender_may_use(bot: Bot, club: Store, sender: str) -> None:
     if sender == "admin@myclub.org":
-        actions.member_add(club, Actor.shell(), sender, "Admin", role="admin")
+        member_add(club, Actor.shell(), sender, "Admin", role="admin")
         bot.daemon.wait_for_log(lambda line: "reloaded lists.d" in line)
     text = reply_text(bot.mail(sender, "help\r\n"))
     shown = [

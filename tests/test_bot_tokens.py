@@ -8,8 +8,8 @@ import email.policy
 import re
 from pathlib import Path
 
-from clublist import actions
 from clublist.actions import Actor
+from clublist.actions.members import member_add
 from clublist.bot import CONFIRM_SECONDS, BotProcessor
 from clublist.cli import main as command_group
 from clublist.club.store import Store
@@ -36,7 +36,7 @@ def mail_bot(
 
 
 def test_a_token_expires(store: Store, club_dir: Path, tmp_path: Path) -> None:
-    actions.member_add(store, Actor.shell(), "anna@example.org", "Anna")
+    member_add(store, Actor.shell(), "anna@example.org", "Anna")
     path = tmp_path / "state.sqlite3"
     writer = state.Writer(path)
     try:

@@ -18,8 +18,9 @@ import pytest
 from click.testing import CliRunner
 from conftest import Runner
 
-from clublist import actions
-from clublist.actions import Actor, MemberChanges
+from clublist.actions import Actor
+from clublist.actions.lists import list_create
+from clublist.actions.members import MemberChanges, member_add, member_set
 from clublist.bounces import processor as bounces
 from clublist.bounces.processor import BounceEvent, BounceProcessor
 from clublist.cli import main
@@ -56,11 +57,11 @@ TRAINER = ["Bob.Miller@example.com", "felix.braun@contoso.com", "peter@slow-club
 def club(store: Store) -> Store:
     """The addresses the sample bounces name are members (tom@nowhere.example, of exim's, is not)."""
     admin = Actor.shell()
-    actions.list_create(store, admin, "trainer")
+    list_create(store, admin, "trainer")
     for address in YOUTH:
-        actions.member_add(store, admin, address, lists=("youth",))
+        member_add(store, admin, address, lists=("youth",))
     for address in TRAINER:
-        actions.member_add(store, admin, address, lists=("trainer",))
+        member_add(store, admin, address, lists=("trainer",))
     return store
 
 
@@ -443,7 +444,7 @@ def test_a_member_brought_back_starts_from_zero(box: Box) -> None:
     box.now = NOW
     box.fail_deliveries({"anna@example.org": (550, "550 5.1.1 User unknown")})
     assert not box.store.load().member("anna@example.org").receives
-    actions.member_set(box.store, Actor.shell(), "anna@example.org", MemberChanges(enable=True))
+    member_set(box.store, Actor.shell(), "anna@example.org", MemberChanges(enable=True))
     assert box.score("anna@example.org") == 0
     box.now = NOW + DAY
     box.fail_deliveries({"anna@example.org": (550, "550 5.1.1 User unknown")})

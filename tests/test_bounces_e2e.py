@@ -16,8 +16,8 @@ from conftest import Runner
 from daemon import DaemonProcess
 from mta import Behaviour, RemoteMTA, Transaction
 
-from clublist import actions
 from clublist.actions import Actor
+from clublist.actions.members import member_add
 from clublist.club.store import Store
 from clublist.outbound import verp
 
@@ -51,7 +51,7 @@ def state_path(tmp_path: Path) -> Path:
 @pytest.fixture
 def club(store: Store, cli: Runner) -> Store:
     for address in ("anna@example.org", DEAD, "jonas.weber@example.net"):
-        actions.member_add(store, Actor.shell(), address, lists=("youth",))
+        member_add(store, Actor.shell(), address, lists=("youth",))
     cli("config", "set", "bounces.threshold", "1")
     return store
 

@@ -12,8 +12,8 @@ from conftest import Runner
 from daemon import DaemonProcess
 from mta import RemoteMTA
 
-from clublist import actions
 from clublist.actions import Actor
+from clublist.actions.members import member_import
 from clublist.club.store import Store
 
 MEMBERS = 2000
@@ -24,7 +24,7 @@ def test_sigkill_mid_fan_out_loses_nothing(
     store: Store, club_dir: Path, tmp_path: Path, cli: Runner, capsys: pytest.CaptureFixture[str]
 ) -> None:
     csv = "email,name,lists\n" + "".join(f"m{n}@example.org,M {n},youth\n" for n in range(MEMBERS))
-    actions.member_import(store, Actor.shell(), csv)
+    member_import(store, Actor.shell(), csv)
     # Small transactions, two at a time, so a kill lands in the middle of the fan-out.
     cli("config", "set", "delivery.max_recipients_per_transaction", "20")
     cli("config", "set", "delivery.per_destination_concurrency", "2")

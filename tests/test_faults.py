@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from mta import RemoteMTA
 
-from clublist import actions
 from clublist.actions import Actor
+from clublist.actions.members import member_add
 from clublist.club.store import Store
 from clublist.daemon import Daemon, Overrides
 from clublist.mail import rules
@@ -22,8 +22,8 @@ POST = "From: Anna <anna@example.org>\r\nSubject: hello\r\nMessage-ID: <f1@examp
 def test_a_rule_that_raises_answers_451_and_the_retry_is_delivered(
     store: Store, club_dir: Path, tmp_path: Path
 ) -> None:
-    actions.member_add(store, Actor.shell(), "anna@example.org", "Anna", ("youth",))
-    actions.member_add(store, Actor.shell(), "ben@example.org", "Ben", ("youth",))
+    member_add(store, Actor.shell(), "anna@example.org", "Anna", ("youth",))
+    member_add(store, Actor.shell(), "ben@example.org", "Ben", ("youth",))
     broken = threading.Event()
     broken.set()
 

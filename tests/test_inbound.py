@@ -16,8 +16,9 @@ from conftest import Runner
 from daemon import DaemonProcess
 from mta import RemoteMTA
 
-from clublist import actions
 from clublist.actions import Actor
+from clublist.actions.lists import list_create
+from clublist.actions.members import MemberChanges, member_add, member_set
 from clublist.club.store import Store
 
 POST = (
@@ -29,14 +30,14 @@ POST = (
 @pytest.fixture
 def club(store: Store) -> Store:
     admin = Actor.shell()
-    actions.list_create(store, admin, "trainer", owners=["tom@example.org"])
-    actions.member_add(store, admin, "anna@example.org", "Anna", ("youth",))
-    actions.member_add(
+    list_create(store, admin, "trainer", owners=["tom@example.org"])
+    member_add(store, admin, "anna@example.org", "Anna", ("youth",))
+    member_add(
         store, admin, "ben@example.org", "Ben", ("youth", "trainer"), aliases=("ben@work.example",)
     )
-    actions.member_add(store, admin, "tom@example.org", "Tom", ("trainer",))
-    actions.member_add(store, admin, "off@example.org", "Off", ("youth",))
-    actions.member_set(store, admin, "off@example.org", actions.MemberChanges(enable=False))
+    member_add(store, admin, "tom@example.org", "Tom", ("trainer",))
+    member_add(store, admin, "off@example.org", "Off", ("youth",))
+    member_set(store, admin, "off@example.org", MemberChanges(enable=False))
     return store
 
 

@@ -19,8 +19,8 @@ from click.testing import CliRunner
 from conftest import CLUBLIST, Runner
 from mta import RemoteMTA
 
-from clublist import actions
 from clublist.actions import Actor
+from clublist.actions.members import member_add
 from clublist.cli import main
 from clublist.cli.app import App
 from clublist.club.store import Store
@@ -34,8 +34,8 @@ def state_path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def club(store: Store) -> Store:
-    actions.member_add(store, Actor.shell(), "anna@example.org", "Anna", ("youth",))
-    actions.member_add(store, Actor.shell(), "ben@example.org", "Ben", ("youth",))
+    member_add(store, Actor.shell(), "anna@example.org", "Anna", ("youth",))
+    member_add(store, Actor.shell(), "ben@example.org", "Ben", ("youth",))
     return store
 
 

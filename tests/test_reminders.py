@@ -16,9 +16,12 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from clublist import actions
-from clublist.actions import Actor, reminders
-from clublist.actions.reminders import remind_add, remind_ls, remind_rm, run_due
+from clublist.actions import Actor
+from clublist.actions.cron import RunResult, parse_duration, read_reminder_runs, run_due
+from clublist.actions.lists import list_create, list_delete, list_set
+from clublist.actions.members import MemberChanges, member_add, member_leave, member_set
+from clublist.actions.reminders import remind_add, remind_ls, remind_rm
+from clublist.club.reminders import Reminder
 from clublist.club.store import REMINDERS_FILE, Store
 from clublist.errors import ClublistError, PermissionDenied
 from clublist.mail import enqueue as posting
@@ -36,10 +39,10 @@ def berlin(*args: int) -> datetime:
 @pytest.fixture
 def club(store: Store) -> Store:
     """youth (anna, ben) and trainer (ben, carl; owned by tom, who is not a member)."""
-    actions.list_create(store, ADMIN, "trainer", owners=["tom@example.org"], description="Trainers")
-    actions.member_add(store, ADMIN, "anna@example.org", "Anna", ("youth",))
-    actions.member_add(store, ADMIN, "ben@example.org", "Ben", ("youth", "trainer"))
-    actions.member_add(store, ADMIN, "carl@example.org", "Carl", ("trainer",))
+    list_create(store, ADMIN, "trainer", owners=["tom@example.org"], description="Trainers")
+    member_add(store, ADMIN, "anna@example.org", "Anna", ("youth",))
+    member_add(store, ADMIN, "ben@example.org", "Ben", ("youth", "trainer"))
+    member_add(store, ADMIN, "carl@example.org", "Carl", ("trainer",))
     return store
 
 
@@ -50,14 +53,14 @@ def conn(tmp_path: Path) -> Iterator[sqlite3.Connection]:
     connection.close()
 
 
-def add(store: Store, actor: Actor = ADMIN, now: datetime = CREATED, **kwargs: object) -> reminders.Reminder:
+def add(store: Store, actor: Actor = ADMIN, now: datetime = CREATED, **kwargs: object) -> Reminder:
     kwargs.setdefault("subject", "Training tonight")
     kwargs.setdefault("text", "Hall 2, bring shoes.")
     done = remind_add(store, actor, now=now, **kwargs)  # type: ignore[arg-type]
     return done.record
 
 
-def run(store: Store, conn: sqlite3.Connection, now: datetime, **kwargs: object) -> reminders.RunResult:
+def run(store: Store, conn: sqlite3.Connection, now: datetime, **kwargs: object) -> RunResult:
     return run_due(store, conn, ADMIN, now=now, **kwargs)  # type: ignore[arg-type]
 
 
@@ -85,7 +88,7 @@ def body(message: EmailMessage) -> str:
 def runs(conn: sqlite3.Connection, reminder_id: str) -> list[tuple[datetime, bool]]:
     return [
         (datetime.fromisoformat(occurrence).astimezone(BERLIN), skipped)
-        for occurrence, skipped, _queue_id in reminders.read_reminder_runs(conn, reminder_id)
+        for occurrence, skipped, _queue_id in read_reminder_runs(conn, reminder_id)
     ]
 
 
@@ -144,7 +147,7 @@ def test_two_overlapping_runs_queue_it_once(
         return queue_id
 
     monkeypatch.setattr(posting, "enqueue_post", slow_enqueue)
-    results: dict[str, reminders.RunResult] = {}
+    results: dict[str, RunResult] = {}
     errors: list[BaseException] = []
 
     def run_in_thread(name: str, on_statement: threading.Event | None = None) -> None:
@@ -176,7 +179,7 @@ def test_a_missed_day_is_caught_up_within_the_lateness_and_skipped_past_it(
 ) -> None:
     reminder = add(club, to="youth", every="day 18:00")
     run(club, conn, CREATED + timedelta(minutes=5))  # cron ran, then stopped for two days
-    caplog.set_level("WARNING", logger="clublist.actions.reminders")
+    caplog.set_level("WARNING", logger="clublist.actions.cron")
     result = run(club, conn, berlin(2026, 11, 20, 21, 0))
     assert [f.occurrence for f in result.skipped] == [
         berlin(2026, 11, 18, 18, 0),
@@ -248,7 +251,7 @@ def test_a_cron_reminder_in_the_repeated_hour_fires_once_in_autumn(
 
 
 def test_a_list_reminder_is_a_decorated_list_post_from_the_bot(club: Store, conn: sqlite3.Connection) -> None:
-    actions.list_set(club, ADMIN, "youth", "footer", "Youth section of My Club")
+    list_set(club, ADMIN, "youth", "footer", "Youth section of My Club")
     add(club, to="youth", at="2026-12-01 18:00", subject="Training tonight", text="Hall 2.\nBring shoes.")
     run(club, conn, berlin(2026, 12, 1, 18, 0))
     (row,) = queued(conn)
@@ -291,7 +294,7 @@ def test_dry_run_shows_what_is_due_and_writes_nothing(club: Store, conn: sqlite3
 
 def test_a_reminder_to_a_deleted_list_is_recorded_as_not_sent(club: Store, conn: sqlite3.Connection) -> None:
     reminder = add(club, to="trainer", at="2026-12-01 18:00")
-    actions.list_delete(club, ADMIN, "trainer")
+    list_delete(club, ADMIN, "trainer")
     result = run(club, conn, berlin(2026, 12, 1, 18, 5))
     assert [f.reason for f in result.skipped] == ["there is no list 'trainer' any more"]
     assert runs(conn, reminder.id) == [(berlin(2026, 12, 1, 18, 0), True)]
@@ -335,7 +338,7 @@ def test_the_membership_reminder_sends_each_member_exactly_their_lists(
 def test_the_membership_reminder_skips_members_whose_delivery_is_disabled(
     club: Store, conn: sqlite3.Connection
 ) -> None:
-    actions.member_set(club, ADMIN, "carl@example.org", actions.MemberChanges(enable=False, reason="bounces"))
+    member_set(club, ADMIN, "carl@example.org", MemberChanges(enable=False, reason="bounces"))
     add(club, membership=True, every="day 10:00", subject="", text="")
     run(club, conn, berlin(2026, 11, 19, 10, 0))
     addressed = {recipients(conn, row["id"])[0] for row in queued(conn)}
@@ -354,7 +357,7 @@ def test_add_writes_a_commented_file_that_reads_back(club: Store) -> None:
     assert text.startswith("# Reminders: one [[reminder]] table each")
     assert 'every = "monday 18:00"' in text and "until = 2026-12-31T18:00:00+01:00" in text
     assert "at = 2026-11-19T18:00:00+01:00" in text
-    assert reminders.load_reminders(club) == [first, second]
+    assert club.reminders() == [first, second]
     assert first.id != second.id and first.created_by == "admin@myclub.org"
 
 
@@ -398,7 +401,7 @@ def test_who_may_add_a_reminder(club: Store) -> None:
         add(club, anna, membership=True, every="day 10:00")
     with pytest.raises(PermissionDenied):
         run_due(club, sqlite3.connect(":memory:"), anna, now=CREATED)
-    assert [r.created_by for r in reminders.load_reminders(club)] == [
+    assert [r.created_by for r in club.reminders()] == [
         "anna@example.org",
         "anna@example.org",
         "tom@example.org",
@@ -432,7 +435,7 @@ def test_who_sees_and_removes_which_reminders(club: Store) -> None:
         remind_rm(club, ADMIN, to_youth.id)
     remind_rm(club, ADMIN, to_ben.id)
     remind_rm(club, ADMIN, membership.id)
-    assert reminders.load_reminders(club) == []
+    assert club.reminders() == []
     assert club.path(REMINDERS_FILE).read_text().startswith("# Reminders:")  # the comments stay
 
 
@@ -443,7 +446,7 @@ def test_removing_keeps_a_persons_comments(club: Store) -> None:
     add(club, to="youth", every="wednesday 18:00")
     remind_rm(club, ADMIN, first.id)
     assert "# Wednesday training, ask Tom before changing" in path.read_text()
-    assert [r.schedule.expr for r in reminders.load_reminders(club)] == ["wednesday 18:00"]
+    assert [r.schedule.expr for r in club.reminders()] == ["wednesday 18:00"]
 
 
 def test_removing_takes_the_comment_above_a_reminder_and_its_whole_text(club: Store) -> None:
@@ -515,7 +518,7 @@ def test_duplicate_ids_are_refused(club: Store, conn: sqlite3.Connection) -> Non
     table = '[[reminder]]\nid = "ok"\nto = "youth"\nsubject = "s"\ntext = "t"\nevery = "day 10:00"\n'
     club.path(REMINDERS_FILE).write_text(table + "\n" + table)
     with pytest.raises(ClublistError, match="used twice"):
-        reminders.load_reminders(club)
+        club.reminders()
 
 
 def test_a_hand_written_local_time_is_read_in_the_site_time_zone(
@@ -529,12 +532,12 @@ def test_a_hand_written_local_time_is_read_in_the_site_time_zone(
 
 
 def test_parse_duration() -> None:
-    assert reminders.parse_duration("6h") == timedelta(hours=6)
-    assert reminders.parse_duration("90m") == timedelta(minutes=90)
-    assert reminders.parse_duration("2d") == timedelta(days=2)
-    assert reminders.parse_duration("45") == timedelta(seconds=45)
+    assert parse_duration("6h") == timedelta(hours=6)
+    assert parse_duration("90m") == timedelta(minutes=90)
+    assert parse_duration("2d") == timedelta(days=2)
+    assert parse_duration("45") == timedelta(seconds=45)
     with pytest.raises(ClublistError, match="not a duration"):
-        reminders.parse_duration("soon")
+        parse_duration("soon")
 
 
 def test_a_members_reminder_stops_when_they_may_no_longer_post(club: Store, conn: sqlite3.Connection) -> None:
@@ -542,7 +545,7 @@ def test_a_members_reminder_stops_when_they_may_no_longer_post(club: Store, conn
     add(club, anna, to="youth", every="day 18:00")
     run(club, conn, berlin(2026, 11, 18, 18, 30))
     assert len(queued(conn)) == 1
-    actions.member_leave(club, anna, "anna@example.org", "youth")
+    member_leave(club, anna, "anna@example.org", "youth")
     result = run(club, conn, berlin(2026, 11, 19, 18, 30))
     assert len(queued(conn)) == 1
     assert any("may no longer post to youth" in f.reason for f in [*result.queued, *result.skipped])

@@ -6,20 +6,30 @@ from pathlib import Path
 
 import pytest
 
-from clublist import actions
-from clublist.actions import Actor, MemberChanges
+from clublist.actions import Actor
+from clublist.actions.config import config_set
+from clublist.actions.lists import list_create, list_set
+from clublist.actions.members import (
+    MemberChanges,
+    member_add,
+    member_join,
+    member_leave,
+    member_ls,
+    member_remove,
+    member_set,
+)
 from clublist.club.store import Store
 from clublist.errors import ClublistError, PermissionDenied
 
 
 def test_comment_in_members_survives_add_and_remove(store: Store, club_dir: Path) -> None:
     admin = Actor.shell()
-    actions.member_add(store, admin, "anna@example.org", "Anna", ("youth",))
+    member_add(store, admin, "anna@example.org", "Anna", ("youth",))
     path = club_dir / "members.toml"
     path.write_text(path.read_text() + "\n# Bob pays by cash, ask Tom.\n")
-    actions.member_add(store, admin, "bob@example.org", "Bob", ("youth",))
-    actions.member_remove(store, admin, "anna@example.org")
-    actions.member_set(store, admin, "bob@example.org", MemberChanges(name="Bob B"))
+    member_add(store, admin, "bob@example.org", "Bob", ("youth",))
+    member_remove(store, admin, "anna@example.org")
+    member_set(store, admin, "bob@example.org", MemberChanges(name="Bob B"))
     text = path.read_text()
     assert "# Bob pays by cash, ask Tom." in text
     assert "# The club's members" in text
@@ -29,19 +39,19 @@ def test_comment_in_members_survives_add_and_remove(store: Store, club_dir: Path
 
 def test_addresses_compare_case_insensitively_and_keep_their_spelling(store: Store) -> None:
     admin = Actor.shell()
-    actions.member_add(store, admin, "Anna.Smith@Example.org", lists=("youth",))
+    member_add(store, admin, "Anna.Smith@Example.org", lists=("youth",))
     with pytest.raises(ClublistError, match="already a member"):
-        actions.member_add(store, admin, "anna.smith@example.org")
+        member_add(store, admin, "anna.smith@example.org")
     club = store.load()
     assert club.member("ANNA.SMITH@example.ORG").email == "Anna.Smith@Example.org"
 
 
 def test_alias_finds_its_member_and_cannot_be_reused(store: Store) -> None:
     admin = Actor.shell()
-    actions.member_add(store, admin, "anna@example.org", aliases=("anna@work.example",))
+    member_add(store, admin, "anna@example.org", aliases=("anna@work.example",))
     assert store.load().member("Anna@Work.example").email == "anna@example.org"
     with pytest.raises(ClublistError, match="already a member"):
-        actions.member_add(store, admin, "anna@work.example")
+        member_add(store, admin, "anna@work.example")
 
 
 def test_unknown_key_in_hand_edited_list_file_names_file_and_line(store: Store, club_dir: Path) -> None:
@@ -58,56 +68,56 @@ def test_duplicate_member_in_file_is_reported_with_line(store: Store, club_dir: 
 
 
 def test_joining_a_missing_list_changes_nothing(store: Store, club_dir: Path) -> None:
-    actions.member_add(store, Actor.shell(), "anna@example.org")
+    member_add(store, Actor.shell(), "anna@example.org")
     before = (club_dir / "members.toml").read_text()
     with pytest.raises(ClublistError, match="no list named 'nolist'"):
-        actions.member_join(store, Actor.shell(), "anna@example.org", "nolist")
+        member_join(store, Actor.shell(), "anna@example.org", "nolist")
     assert (club_dir / "members.toml").read_text() == before
 
 
 def test_members_act_on_themselves_only(store: Store) -> None:
     admin = Actor.shell()
-    actions.list_create(store, admin, "trainer", owners=["tom@example.org"], self_subscribe=False)
-    actions.member_add(store, admin, "anna@example.org", lists=("youth",))
-    actions.member_add(store, admin, "bob@example.org", lists=("youth",))
-    actions.member_add(store, admin, "tom@example.org", lists=("trainer",))
+    list_create(store, admin, "trainer", owners=["tom@example.org"], self_subscribe=False)
+    member_add(store, admin, "anna@example.org", lists=("youth",))
+    member_add(store, admin, "bob@example.org", lists=("youth",))
+    member_add(store, admin, "tom@example.org", lists=("trainer",))
     club = store.load()
     anna = Actor.for_sender(club, "anna@example.org")
     tom = Actor.for_sender(club, "tom@example.org")
     with pytest.raises(PermissionDenied):
-        actions.member_leave(store, anna, "bob@example.org", "youth")
+        member_leave(store, anna, "bob@example.org", "youth")
     with pytest.raises(PermissionDenied, match="closed"):
-        actions.member_join(store, anna, "anna@example.org", "trainer")
+        member_join(store, anna, "anna@example.org", "trainer")
     with pytest.raises(PermissionDenied):
-        actions.member_ls(store, anna)
-    assert [m.email for m in actions.member_ls(store, anna, "youth")] == [
+        member_ls(store, anna)
+    assert [m.email for m in member_ls(store, anna, "youth")] == [
         "anna@example.org",
         "bob@example.org",
     ]
-    actions.member_leave(store, anna, "anna@example.org", "youth")
-    actions.member_join(store, tom, "bob@example.org", "trainer")
+    member_leave(store, anna, "anna@example.org", "youth")
+    member_join(store, tom, "bob@example.org", "trainer")
     with pytest.raises(PermissionDenied):
-        actions.list_set(store, tom, "trainer", "owners", "anna@example.org")
+        list_set(store, tom, "trainer", "owners", "anna@example.org")
     with pytest.raises(PermissionDenied):
-        actions.member_set(store, anna, "anna@example.org", MemberChanges(role="admin"))
+        member_set(store, anna, "anna@example.org", MemberChanges(role="admin"))
     assert store.load().member("bob@example.org").lists == ("youth", "trainer")
 
 
 def test_write_that_would_break_the_club_is_refused(store: Store, club_dir: Path) -> None:
     with pytest.raises(ClublistError):
-        actions.config_set(store, Actor.shell(), "site.timezone", "Mars/Olympus")
+        config_set(store, Actor.shell(), "site.timezone", "Mars/Olympus")
     assert store.load().site.site.timezone == "Europe/Berlin"
 
 
 def test_an_alias_cannot_borrow_an_owners_or_the_administrators_rights(store: Store) -> None:
     admin = Actor.shell()
-    actions.list_create(store, admin, "news", owners=["carol@example.org"], posting="owners")
-    actions.member_add(store, admin, "anna@example.org", lists=("youth",))
+    list_create(store, admin, "news", owners=["carol@example.org"], posting="owners")
+    member_add(store, admin, "anna@example.org", lists=("youth",))
     anna = Actor.for_sender(store.load(), "anna@example.org")
     for address in ("carol@example.org", "admin@myclub.org"):
         with pytest.raises(ClublistError, match=r"owns news|administrator's address"):
-            actions.member_set(store, anna, "anna@example.org", MemberChanges(add_aliases=(address,)))
+            member_set(store, anna, "anna@example.org", MemberChanges(add_aliases=(address,)))
     with pytest.raises(ClublistError, match="owns news"):
-        actions.member_add(store, admin, "bob@example.org", aliases=("Carol@Example.org",))
-    actions.member_add(store, admin, "carol@example.org", lists=("news",))  # the owner herself may join
+        member_add(store, admin, "bob@example.org", aliases=("Carol@Example.org",))
+    member_add(store, admin, "carol@example.org", lists=("news",))  # the owner herself may join
     assert store.load().member("anna@example.org").aliases == ()

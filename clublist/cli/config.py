@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from clublist import actions
+from clublist.actions.config import config_get, config_set, config_show, init_club
 from clublist.cli import render
 from clublist.cli.app import App, by_mail, json_option, pass_app
 
@@ -20,7 +20,7 @@ def init(app: App, domain: str, admin: str, name: str, timezone: str) -> None:
 
     Example: clublist init --domain myclub.org --admin admin@myclub.org
     """
-    render.done(app, actions.init_club(app.directory, domain, admin, name, timezone))
+    render.done(app, init_club(app.directory, domain, admin, name, timezone))
 
 
 @click.group()
@@ -40,7 +40,7 @@ def show(app: App, as_json: bool) -> None:
 
     Example: clublist config show --json
     """
-    settings = actions.config_show(app.store, app.actor)
+    settings = config_show(app.store, app.actor)
     if as_json:
         render.json_out(app, settings)
     else:
@@ -57,7 +57,7 @@ def get(app: App, key: str, as_json: bool) -> None:
 
     Example: clublist config get site.domain
     """
-    value = actions.config_get(app.store, app.actor, key)
+    value = config_get(app.store, app.actor, key)
     if as_json:
         render.json_out(app, value)
     else:
@@ -75,4 +75,4 @@ def set_(app: App, key: str, value: str) -> None:
 
     Example: clublist config set retry.schedule 300,900,3600
     """
-    render.done(app, actions.config_set(app.store, app.actor, key, value))
+    render.done(app, config_set(app.store, app.actor, key, value))

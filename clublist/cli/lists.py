@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from clublist import actions
+from clublist.actions.lists import ListInfo, list_create, list_delete, list_ls, list_set, list_show
 from clublist.cli import render
 from clublist.cli.app import App, by_mail, json_option, pass_app
 from clublist.club import model
@@ -20,7 +20,7 @@ def list_group() -> None:
     """
 
 
-def _list_row(info: actions.ListInfo) -> dict[str, Any]:
+def _list_row(info: ListInfo) -> dict[str, Any]:
     ml = info.mailing_list
     return {
         "name": ml.name,
@@ -42,7 +42,7 @@ def ls(app: App, as_json: bool) -> None:
 
     Example: clublist list ls --json
     """
-    rows = [_list_row(i) for i in actions.list_ls(app.store, app.actor)]
+    rows = [_list_row(i) for i in list_ls(app.store, app.actor)]
     if as_json:
         render.json_out(app, rows)
     else:
@@ -64,7 +64,7 @@ def show(app: App, name: str, as_json: bool) -> None:
 
     Example: clublist list show youth
     """
-    info = actions.list_show(app.store, app.actor, name)
+    info = list_show(app.store, app.actor, name)
     record = render.to_plain(info.mailing_list) | {
         "address": info.address,
         "members": info.members,
@@ -96,7 +96,7 @@ def create(app: App, name: str, owners: tuple[str, ...], **settings: Any) -> Non
     """
     if owners:
         settings["owners"] = list(owners)
-    render.done(app, actions.list_create(app.store, app.actor, name, **settings))
+    render.done(app, list_create(app.store, app.actor, name, **settings))
 
 
 @by_mail("owner")
@@ -110,7 +110,7 @@ def set_(app: App, name: str, key: str, value: str) -> None:
 
     Example: clublist list set youth posting moderated
     """
-    render.done(app, actions.list_set(app.store, app.actor, name, key, value))
+    render.done(app, list_set(app.store, app.actor, name, key, value))
 
 
 @by_mail("admin")
@@ -125,4 +125,4 @@ def delete(app: App, name: str, yes: bool) -> None:
     """
     if not yes and not app.by_mail:
         click.confirm(f"Delete the list {name} and take it off every member?", abort=True)
-    render.done(app, actions.list_delete(app.store, app.actor, name))
+    render.done(app, list_delete(app.store, app.actor, name))

@@ -6,7 +6,18 @@ from typing import Any
 
 import click
 
-from clublist import actions
+from clublist.actions.members import (
+    MemberChanges,
+    member_add,
+    member_export,
+    member_import,
+    member_join,
+    member_leave,
+    member_ls,
+    member_remove,
+    member_set,
+    member_show,
+)
 from clublist.cli import render
 from clublist.cli.app import App, by_mail, json_option, pass_app
 from clublist.club import model
@@ -56,7 +67,7 @@ def add(
 
     Example: clublist member add anna@example.org --name Anna --list youth
     """
-    result = actions.member_add(app.store, app.actor, email, name, lists, aliases, role)
+    result = member_add(app.store, app.actor, email, name, lists, aliases, role)
     render.done(app, result, as_json)
 
 
@@ -69,7 +80,7 @@ def remove(app: App, email: str) -> None:
 
     Example: clublist member remove anna@example.org
     """
-    render.done(app, actions.member_remove(app.store, app.actor, email))
+    render.done(app, member_remove(app.store, app.actor, email))
 
 
 @by_mail("member", changes=False)
@@ -82,7 +93,7 @@ def ls(app: App, list_name: str | None, as_json: bool) -> None:
 
     Example: clublist member ls --list youth --json
     """
-    rows = [_row(m) for m in actions.member_ls(app.store, app.actor, list_name)]
+    rows = [_row(m) for m in member_ls(app.store, app.actor, list_name)]
     if as_json:
         render.json_out(app, rows)
     else:
@@ -99,7 +110,7 @@ def show(app: App, email: str, as_json: bool) -> None:
 
     Example: clublist member show anna@example.org --json
     """
-    row = _row(actions.member_show(app.store, app.actor, email))
+    row = _row(member_show(app.store, app.actor, email))
     if as_json:
         render.json_out(app, row)
     else:
@@ -141,7 +152,7 @@ def set_(
 
     Example: clublist member set anna@example.org --enable
     """
-    changes = actions.MemberChanges(
+    changes = MemberChanges(
         name=name,
         role=role,
         enable=enable,
@@ -151,7 +162,7 @@ def set_(
         daily_limit=daily_limit,
         clear_daily_limit=no_daily_limit,
     )
-    render.done(app, actions.member_set(app.store, app.actor, email, changes), as_json)
+    render.done(app, member_set(app.store, app.actor, email, changes), as_json)
 
 
 @by_mail("member")
@@ -164,7 +175,7 @@ def join(app: App, email: str, list_name: str) -> None:
 
     Example: clublist member join anna@example.org trainer
     """
-    render.done(app, actions.member_join(app.store, app.actor, email, list_name))
+    render.done(app, member_join(app.store, app.actor, email, list_name))
 
 
 @by_mail("member")
@@ -177,7 +188,7 @@ def leave(app: App, email: str, list_name: str) -> None:
 
     Example: clublist member leave anna@example.org trainer
     """
-    render.done(app, actions.member_leave(app.store, app.actor, email, list_name))
+    render.done(app, member_leave(app.store, app.actor, email, list_name))
 
 
 @member.command("import")
@@ -195,7 +206,7 @@ def import_(app: App, csv_file: Any, dry_run: bool, as_json: bool) -> None:
     """
     if app.by_mail:
         raise ClublistError("member import reads a file on the server; run it at the shell")
-    result = actions.member_import(app.store, app.actor, csv_file.read(), dry_run)
+    result = member_import(app.store, app.actor, csv_file.read(), dry_run)
     if as_json:
         render.json_out(
             app,
@@ -224,7 +235,7 @@ def export(app: App, output: Any) -> None:
 
     Example: clublist member export -o roster.csv
     """
-    text = actions.member_export(app.store, app.actor)
+    text = member_export(app.store, app.actor)
     if app.by_mail:
         app.stream.write(text)
     else:

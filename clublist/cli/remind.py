@@ -1,6 +1,6 @@
 """``clublist remind``: queue the reminders that are due (for cron), and add, list, remove them.
 
-Bare ``clublist remind`` calls :func:`clublist.actions.reminders.run_due`; with ``--send`` it then
+Bare ``clublist remind`` calls :func:`clublist.actions.cron.run_due`; with ``--send`` it then
 delivers in the foreground the way ``queue flush`` does (its code, imported), so a club
 without a running daemon still gets its reminders.
 """
@@ -18,7 +18,8 @@ from clublist.cli.app import App, by_mail, json_option, pass_app
 from clublist.errors import ClublistError
 
 if TYPE_CHECKING:
-    from clublist.actions.reminders import Firing, ReminderInfo, RunResult
+    from clublist.actions.cron import Firing, RunResult
+    from clublist.actions.reminders import ReminderInfo
 
 _TIME_FORMAT = "%Y-%m-%d %H:%M %Z"
 LS_COLUMNS = ["id", "to", "schedule", "next", "subject", "created by"]
@@ -62,15 +63,15 @@ def remind(ctx: click.Context, dry_run: bool, send: bool, max_late: str, as_json
 
 
 def _run(app: App, *, dry_run: bool, send: bool, max_late: str, as_json: bool) -> None:
-    from clublist.actions import reminders
+    from clublist.actions import cron
     from clublist.state import db as state
 
     if send and app.by_mail:
         raise ClublistError("--send delivers from this process; by mail, leave it to the daemon")
-    lateness = reminders.parse_duration(max_late)
+    lateness = cron.parse_duration(max_late)
     conn = state.connect(app.state_path)
     try:
-        result = reminders.run_due(app.store, conn, app.actor, max_late=lateness, dry_run=dry_run)
+        result = cron.run_due(app.store, conn, app.actor, max_late=lateness, dry_run=dry_run)
     finally:
         conn.close()
     if as_json:

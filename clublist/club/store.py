@@ -18,8 +18,6 @@ import fcntl
 import functools
 import os
 import re
-import tempfile
-import tomllib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,23 +35,19 @@ from clublist.club.model import (
     site_advice,
     site_from_toml,
 )
+from clublist.club.reminders import REMINDERS_FILE, Reminder, load_reminders, parse_reminders
+from clublist.club.tomltext import atomic_write, comment_start, parse_toml, table_header, table_location
 from clublist.errors import ClublistError
 
 SITE_FILE = "club.toml"
 MEMBERS_FILE = "members.toml"
-REMINDERS_FILE = "reminders.toml"
 LOCK_FILE = ".clublist.lock"
 _SPECIAL_FILES = {SITE_FILE, MEMBERS_FILE, REMINDERS_FILE}
 
 
-# A [[member]] header, and the comment lines directly above it that belong to it.
-def table_header(name: str) -> re.Pattern[str]:
-    """The line that opens a ``[[name]]`` array-of-tables entry (a comment may follow it)."""
-    return re.compile(rf"^[ \t]*\[\[[ \t]*{name}[ \t]*\]\][ \t]*(?:#.*)?$", re.MULTILINE)
 
 
 _MEMBER_HEADER = table_header("member")
-_LINE_COL = re.compile(r"\(at line (\d+), column (\d+)\)")
 
 
 @dataclass(frozen=True)
@@ -159,6 +153,10 @@ class Store:
         return tuple(out)
 
     # --- writing -----------------------------------------------------------
+
+    def reminders(self) -> list[Reminder]:
+        """Every reminder in reminders.toml (none when the file does not exist yet)."""
+        return load_reminders(self.path(REMINDERS_FILE))
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
@@ -304,12 +302,6 @@ def parse_members(path: Path, text: str) -> list[Member]:
     return members
 
 
-def table_location(path: Path, text: str, header: re.Pattern[str], index: int, count: int, what: str) -> str:
-    """``file:line`` of the index-th ``[[what]]`` header (computed only when reporting)."""
-    headers = list(header.finditer(text))
-    if len(headers) != count:
-        return f"{path} ({what} #{index + 1})"
-    return f"{path}:{text.count(chr(10), 0, headers[index].start()) + 1}"
 
 
 def _expected_members(members: Iterable[Member], edit: MembersChange) -> list[Member]:
@@ -335,14 +327,6 @@ def _member_spans(text: str) -> list[tuple[int, int]]:
     return spans
 
 
-def comment_start(text: str, start: int) -> int:
-    """Where the comment lines directly above position *start* (a line's start) begin."""
-    while start > 0:
-        previous = text.rfind("\n", 0, start - 1) + 1
-        if not text[previous:start].lstrip().startswith("#"):
-            break
-        start = previous
-    return start
 
 
 def _apply_member_edit(text: str, keys: list[str], edit: MembersChange) -> str:
@@ -397,41 +381,8 @@ def render_member(member: Member) -> str:
     return "\n" + tomlkit.dumps(document)
 
 
-def atomic_write(path: Path, text: str) -> None:
-    """Write *text* to *path* so that readers see the old file or the new one, never half."""
-    mode = path.stat().st_mode & 0o7777 if path.exists() else 0o644
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
-def parse_toml(path: Path, text: str) -> dict[str, Any]:
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        message = str(exc)
-        match = _LINE_COL.search(message)
-        if match:
-            reason = _LINE_COL.sub("", message).strip()
-            raise ClublistError(
-                f"{path}:{match[1]}:{match[2]}: {reason}; fix the file by hand "
-                "(clublist keeps using the last version that parsed)"
-            ) from None
-        raise ClublistError(f"{path}: {message}") from None
 
 
 def _check_file(path: Path, text: str) -> None:
@@ -441,8 +392,6 @@ def _check_file(path: Path, text: str) -> None:
     elif path.name == MEMBERS_FILE:
         parse_members(path, text)
     elif path.name == REMINDERS_FILE:
-        from clublist.actions.reminders import parse_reminders  # reminders imports this module
-
         parse_reminders(path, text)
     else:
         list_from_toml(path.stem, parse_toml(path, text))

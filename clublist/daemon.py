@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 from clublist.bounces import processor as bounces
 from clublist.club.model import Site
 from clublist.club.store import Store
+from clublist.dns import resolver_for
 from clublist.errors import ClublistError
 from clublist.mail import rules
 from clublist.mail.handler import InboundHandler, Listener, MailProcessor, SessionLimits
@@ -96,7 +97,7 @@ class Daemon:
         self.writer = state.Writer(self.state_path)
         self.reader = state.connect(self.state_path)
         site = self.club.site
-        self.resolver = delivery.resolver_for(site)
+        self.resolver = resolver_for(site)
         self.bounces = bounces.BounceProcessor(
             writer=self.writer,
             store=self.store,

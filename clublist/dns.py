@@ -24,6 +24,8 @@ import dns.name
 import dns.resolver
 import dns.reversename
 
+from clublist.club.model import Site
+
 DMARC_POLICIES = ("none", "quarantine", "reject")
 NEGATIVE_TTL = 300.0  # how long "no such records" is kept (RFC 2308 lets the zone say; this bounds it)
 MAX_CACHED = 10_000  # records kept; the cache starts afresh beyond, so a flood of names cannot grow it
@@ -277,3 +279,9 @@ def organizational_domain(domain: str) -> str:
     ``mail.example.co.uk``; a name that is itself a public suffix stands for itself."""
     domain = domain.rstrip(".").lower()
     return _public_suffixes().privatesuffix(domain) or domain
+
+
+def resolver_for(site: Site) -> Resolver:
+    """The resolver club.toml asks for: the system's, or the servers it names (tests use loopback)."""
+    d = site.delivery
+    return Resolver(nameservers=list(d.dns_servers) or None, port=d.dns_port, timeout=min(d.timeout, 30))

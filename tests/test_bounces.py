@@ -19,10 +19,13 @@ from click.testing import CliRunner
 from conftest import Runner
 
 from clublist.actions import Actor
+from clublist.actions.bounces import bounce_ls
 from clublist.actions.lists import list_create
 from clublist.actions.members import MemberChanges, member_add, member_set
-from clublist.bounces import processor as bounces
-from clublist.bounces.processor import BounceEvent, BounceProcessor
+from clublist.bounces import processor
+from clublist.bounces import score as bounces
+from clublist.bounces.processor import BounceProcessor
+from clublist.bounces.score import BounceEvent
 from clublist.cli import main
 from clublist.cli.app import App
 from clublist.club.model import BouncesSection
@@ -458,7 +461,7 @@ def test_a_disabling_decided_before_a_crash_is_carried_out_at_the_next_start(box
     failure = bounces.Failure(
         club.member("anna@example.org"),
         "youth",
-        bounces.delivery_evidence(
+        processor.delivery_evidence(
             queue.FailedDelivery(0, 0, "anna@example.org", 550, "550 5.1.1 gone", "", NOW)
         ),
         "delivery",
@@ -526,7 +529,7 @@ def test_a_member_disabled_by_bounces_stays_listed(box: Box) -> None:
     dead_for_four_days(box, ["anna@example.org"])
     box.now = NOW
     box.fail_deliveries({"anna@example.org": (550, "550 5.1.1 User unknown")})
-    [standing] = bounces.bounce_ls(box.conn, box.store.load(), Actor.shell(), NOW)
+    [standing] = bounce_ls(box.conn, box.store.load(), Actor.shell(), NOW)
     assert (standing.address, standing.score, standing.delivery) == ("anna@example.org", 0.0, "disabled")
 
 

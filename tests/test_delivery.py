@@ -17,8 +17,9 @@ from dnsserver import DNSServer
 from mta import Behaviour, RemoteMTA
 
 from clublist.club.model import DeliverySection, RetrySection, Site, SiteSection
+from clublist.dns import resolver_for
 from clublist.outbound import verp
-from clublist.outbound.worker import DeliveryConfig, DeliveryWorker, resolver_for
+from clublist.outbound.worker import DeliveryConfig, DeliveryWorker
 from clublist.state import db as state
 from clublist.state import queue
 

@@ -313,28 +313,20 @@ def _send_to_list(
         return _with(firing, reason=f"there is no list {reminder.to!r} any more")
     if reminder.created_by and not _still_may_remind(club, mailing_list, reminder.created_by):
         return _with(firing, reason=f"{reminder.created_by} may no longer post to {mailing_list.name}")
-    targets = posting.recipients(club, mailing_list, None)
-    if not targets:
-        return _with(firing, reason=f"nobody on {mailing_list.name} receives mail")
     message = list_message(club, mailing_list, reminder, when, now)
-    wire = posting.prepare(message, mailing_list, club, None, rewrite_from=False)
-    queue_id = posting.enqueue_post(
-        conn,
-        club,
-        mailing_list,
-        recipients=targets,
-        content=wire,
-        author_key=None,
-        subject=reminder.subject,
-        now=now.timestamp(),
+    post = posting.prepare_post(
+        message, mailing_list, club, None, rewrite_from=False, subject=reminder.subject
     )
-    return _with(firing, queue_ids=(queue_id,), recipients=len(targets))
+    if not post.recipients:
+        return _with(firing, reason=f"nobody on {mailing_list.name} receives mail")
+    queue_id = posting.enqueue_post(conn, club, post, now.timestamp())
+    return _with(firing, queue_ids=(queue_id,), recipients=len(post.recipients))
 
 
 def list_message(
     club: Club, mailing_list: MailingList, reminder: Reminder, when: datetime, now: datetime
 ) -> EmailMessage:
-    """The reminder as its author would post it to the list; decoration is posting.prepare's."""
+    """The reminder as its author would post it to the list; decoration is prepare_post's."""
     list_address = mailing_list.address(club.site.domain)
     message = EmailMessage()
     message["From"] = _bot(club)

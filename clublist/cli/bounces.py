@@ -10,7 +10,8 @@ from typing import Any
 
 import click
 
-from clublist.bounces import processor as scores
+from clublist.actions import bounces as actions
+from clublist.bounces.score import BounceEvent
 from clublist.cli import render
 from clublist.cli.app import App, by_mail, json_option, pass_app
 from clublist.cli.queue import iso
@@ -53,7 +54,7 @@ def ls(app: App, as_json: bool) -> None:
     Example: clublist bounces ls --json
     """
     with _state(app) as conn:
-        standings = scores.bounce_ls(conn, app.store.load(), app.actor, time.time())
+        standings = actions.bounce_ls(conn, app.store.load(), app.actor, time.time())
     rows = [render.to_plain(s) | {"last_event": iso(s.last_event)} for s in standings]
     if as_json:
         render.json_out(app, rows)
@@ -77,7 +78,7 @@ def show(app: App, email: str, as_json: bool) -> None:
     Example: clublist bounces show anna@example.org
     """
     with _state(app) as conn:
-        record = scores.bounce_show(conn, app.store.load(), app.actor, email, time.time())
+        record = actions.bounce_show(conn, app.store.load(), app.actor, email, time.time())
     events = [_event(e) for e in record.events]
     if as_json:
         render.json_out(app, render.to_plain(record) | {"events": events})
@@ -99,7 +100,7 @@ def show(app: App, email: str, as_json: bool) -> None:
     )
 
 
-def _event(event: scores.BounceEvent) -> dict[str, Any]:
+def _event(event: BounceEvent) -> dict[str, Any]:
     return render.to_plain(event) | {"created": iso(event.created)}
 
 
@@ -115,5 +116,5 @@ def reset(app: App, email: str) -> None:
     Example: clublist bounces reset anna@example.org
     """
     with _state(app) as conn, state.transaction(conn):
-        result = scores.bounce_reset(conn, app.store.load(), app.actor, email)
+        result = actions.bounce_reset(conn, app.store.load(), app.actor, email)
     render.done(app, result)

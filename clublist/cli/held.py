@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 
 import click
 
+from clublist.actions import held as actions
 from clublist.cli import render
 from clublist.cli.app import App, by_mail, json_option, pass_app
-from clublist.mail import moderation
 from clublist.state import db as state
 
 
@@ -31,7 +31,7 @@ def ls(app: App, as_json: bool) -> None:
     Example: clublist held ls --json
     """
     conn = state.connect(app.state_path)
-    posts = moderation.held_ls(conn, app.store.load(), app.actor)
+    posts = actions.held_ls(conn, app.store.load(), app.actor)
     rows = [render.to_plain(p) | {"created": _iso(p.created)} for p in posts]
     if as_json:
         render.json_out(app, rows)
@@ -52,7 +52,7 @@ def show(app: App, held_id: int, as_json: bool) -> None:
     Example: clublist held show 12
     """
     conn = state.connect(app.state_path)
-    post, text = moderation.held_show(conn, app.store.load(), app.actor, held_id)
+    post, text = actions.held_show(conn, app.store.load(), app.actor, held_id)
     record = render.to_plain(post) | {"created": _iso(post.created), "text": text}
     if as_json:
         render.json_out(app, record)
@@ -71,20 +71,12 @@ def approve(app: App, held_id: int) -> None:
 
     Example: clublist held approve 12
     """
-    import asyncio
-
-    from clublist.mail import enqueue as posting
-    from clublist.outbound.worker import resolver_for
+    from clublist.dns import resolver_for
 
     club = app.store.load()
     conn = state.connect(app.state_path)
-    post, message = moderation.held_message(conn, club, app.actor, held_id)
-    mailing_list = club.require_list(post.list_name)
-    rewrite = asyncio.run(posting.rewrite_from(resolver_for(club.site), mailing_list, message))
-    with state.transaction(conn):
-        result = moderation.held_approve(
-            conn, club, app.actor, held_id, rewrite_from=rewrite, now=time.time()
-        )
+    resolver = resolver_for(club.site)
+    result = actions.held_approve(conn, club, app.actor, held_id, resolver=resolver, now=time.time())
     render.done(app, result)
     _wake_daemon(app)
 
@@ -100,10 +92,7 @@ def reject(app: App, held_id: int, reason: str) -> None:
     Example: clublist held reject 12 --reason "off topic"
     """
     conn = state.connect(app.state_path)
-    with state.transaction(conn):
-        result = moderation.held_reject(
-            conn, app.store.load(), app.actor, held_id, reason=reason, now=time.time()
-        )
+    result = actions.held_reject(conn, app.store.load(), app.actor, held_id, reason=reason, now=time.time())
     render.done(app, result)
     _wake_daemon(app)
 

@@ -261,6 +261,7 @@ def deliver_now(app: App, lock: state.DaemonLock, *, retry_deferred: bool) -> No
     deferred rows due (``queue flush``); without it their backoff is kept (``remind --send``)."""
     import asyncio
 
+    from clublist.dns import resolver_for
     from clublist.outbound import worker as delivery
 
     site = app.store.load().site
@@ -270,7 +271,7 @@ def deliver_now(app: App, lock: state.DaemonLock, *, retry_deferred: bool) -> No
     try:
         lock.acquire()
         try:
-            asyncio.run(_passes(app, config, delivery.resolver_for(site), retry_deferred))
+            asyncio.run(_passes(app, config, resolver_for(site), retry_deferred))
         finally:
             lock.release()
     finally:

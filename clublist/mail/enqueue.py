@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.headerregistry import Address
 from email.message import Message
@@ -46,21 +47,39 @@ def recipients(
     return found
 
 
-def prepare(
+@dataclass(frozen=True)
+class ReadyPost:
+    """A post decorated for its list, with the recipients it goes to: what the queue takes."""
+
+    mailing_list: MailingList
+    content: bytes  # as it goes on the wire (CRLF line ends), trace headers included
+    recipients: list[str]
+    author_key: str | None
+    subject: str
+
+
+def prepare_post(
     message: Message,
     mailing_list: MailingList,
     club: Club,
     author: Member | None,
     *,
     rewrite_from: bool,
+    subject: str,
     from_address: Address | None = None,
-) -> bytes:
-    """The decorated post as it goes on the wire (CRLF line ends).
+    author_key: str | None = None,
+    covered: set[str] | None = None,
+    trace: bytes = b"",
+) -> ReadyPost:
+    """Decorate *message* for its list and pick its recipients (see :func:`recipients`).
 
     *message* is best :func:`decorate.parse`'s reading of the bytes received (any Message
-    works, serialised first); *from_address* its one From address if the caller has read it.
+    works, serialised first); *from_address* its one From address if the caller has read it;
+    *trace* the Received header(s) to put on top; *author_key* whose post it counts as
+    (the author member's by default).
     """
-    return decorate.decorate(
+    key = author_key if author_key is not None else (author.key if author else None)
+    content = decorate.decorate(
         message,
         mailing_list,
         club.site,
@@ -68,6 +87,8 @@ def prepare(
         author_name=author.name if author else "",
         from_address=from_address,
     )
+    targets = recipients(club, mailing_list, key, covered)
+    return ReadyPost(mailing_list, trace + content, targets, key, subject)
 
 
 def today(now: float) -> str:
@@ -82,34 +103,25 @@ def posts_today(conn: sqlite3.Connection, author_key: str, now: float) -> int:
     return row[0] if row else 0
 
 
-def enqueue_post(
-    conn: sqlite3.Connection,
-    club: Club,
-    mailing_list: MailingList,
-    *,
-    recipients: list[str],
-    content: bytes,
-    author_key: str | None,
-    subject: str,
-    now: float,
-) -> str:
-    """Queue a decorated post to its recipients and count it against the author's daily limit."""
+def enqueue_post(conn: sqlite3.Connection, club: Club, post: ReadyPost, now: float) -> str:
+    """Queue a decorated post and count it against its author's daily limit, in the caller's
+    transaction.  Every producer of posts (SMTP, moderation, reminders) ends here."""
     queue_id = queue.enqueue(
         conn,
         kind="post",
         sender=club.site.bounce_address,
-        recipients=recipients,
-        content=content,
+        recipients=post.recipients,
+        content=post.content,
         now=now,
-        list_name=mailing_list.name,
+        list_name=post.mailing_list.name,
         verp=club.site.delivery.verp,
-        subject=subject,
+        subject=post.subject,
     )
-    if author_key:
+    if post.author_key:
         conn.execute(
             "INSERT INTO post_counts (address, day, count) VALUES (?, ?, 1)"
             " ON CONFLICT (address, day) DO UPDATE SET count = count + 1",
-            (author_key, today(now)),
+            (post.author_key, today(now)),
         )
     return queue_id
 

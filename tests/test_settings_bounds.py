@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from clublist import actions
 from clublist.actions import Actor
+from clublist.actions.lists import list_create
+from clublist.actions.members import MemberChanges, member_add, member_set
 from clublist.cli import main
 from clublist.club.store import Store
 from clublist.daemon import Daemon, Overrides
@@ -115,9 +116,9 @@ def test_reload_logs_the_warnings_start_up_logs(
 
 def test_owner_who_gets_no_mail_is_a_warning(store: Store) -> None:
     admin = Actor.shell()
-    actions.list_create(store, admin, "trainer", owners=["tom@example.org"])
-    actions.member_add(store, admin, "tom@example.org", "Tom", ("trainer",))
-    actions.member_set(store, admin, "tom@example.org", actions.MemberChanges(enable=False))
+    list_create(store, admin, "trainer", owners=["tom@example.org"])
+    member_add(store, admin, "tom@example.org", "Tom", ("trainer",))
+    member_set(store, admin, "tom@example.org", MemberChanges(enable=False))
     (advice,) = store.load().warnings
     assert "owner tom@example.org has delivery disabled" in advice.detail
     assert advice.fix.startswith("'clublist member set tom@example.org --enable'")

@@ -75,7 +75,9 @@ def member_add(
         _require_free(club, email)
         for alias in aliases:
             _require_free_alias(club, alias)
-        member = Member(email=email, name=name, lists=tuple(dict.fromkeys(lists)), aliases=aliases, role=role)
+        member = Member(
+            email=email, name=name, lists=tuple(dict.fromkeys(lists)), aliases=aliases, role=role  # type: ignore[arg-type]
+        )
         return MembersChange(added=[member])
 
     edit = store.change_members(change)

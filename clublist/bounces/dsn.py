@@ -208,7 +208,7 @@ def _report_parts(msg: Message) -> Iterator[Message]:
     """
     if msg.is_multipart() and _content_type(msg).startswith("multipart/"):
         for part in msg.get_payload():
-            yield from _report_parts(part)
+            yield from _report_parts(part)  # type: ignore[arg-type]  # a multipart's payload is its parts
     else:
         yield msg
 
@@ -219,7 +219,7 @@ def _recipient_blocks(part: Message) -> list[Message]:
     The email package splits message/delivery-status into one header block each, but reads
     RFC 6533's message/global-delivery-status as one message whose body holds the recipients.
     """
-    blocks = part.get_payload() if part.is_multipart() else []
+    blocks: list[Message] = part.get_payload() if part.is_multipart() else []  # type: ignore[assignment]
     if _content_type(part) == "message/global-delivery-status" and blocks:
         body = _decoded_text(blocks[0])
         blocks = [HeaderParser().parsestr(chunk) for chunk in _PARAGRAPH_BREAK.split(body)]

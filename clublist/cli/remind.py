@@ -7,6 +7,7 @@ without a running daemon still gets its reminders.
 
 from __future__ import annotations
 
+import sys
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -199,7 +200,7 @@ def _read_text_file(app: App, name: str) -> str:
     if app.by_mail:
         raise ClublistError("--text-file reads a file on the server; by mail, write the text with --text")
     if name == "-":
-        return click.get_text_stream("stdin").read()
+        return sys.stdin.read()
     try:
         return Path(name).read_text("utf-8")
     except (OSError, UnicodeDecodeError) as exc:

@@ -274,7 +274,8 @@ def _parse_rule(phrase: str) -> _Rule:
     match = _TIME_RE.fullmatch(last)
     if not match or not body:
         raise ScheduleError(f"'{phrase}' needs days and then a time of day, e.g. {_EVERY_EXAMPLES}")
-    at = _time_of_day(*match.groups(), phrase)
+    hour, minute = match.groups()
+    at = _time_of_day(hour, minute, phrase)
     body = body.removesuffix(" at")
     if body in ("day", "daily"):
         return _Rule(at)

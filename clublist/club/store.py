@@ -115,9 +115,7 @@ class Store:
         for path in sorted(self.directory.glob("*.toml")):
             if path.name in _SPECIAL_FILES:
                 continue
-            lists[path.stem] = _located(
-                path, lambda text, p=path: list_from_toml(p.stem, parse_toml(p, text))
-            )
+            lists[path.stem] = _located(path, functools.partial(_list_from_text, path))
         members_path = self.path(MEMBERS_FILE)
         members_text = members_path.read_text("utf-8") if members_path.exists() else ""
         members = parse_members(members_path, members_text)
@@ -423,6 +421,10 @@ def _line_of_key(text: str, message: str) -> int | None:
         if found:
             return text.count("\n", 0, found.start()) + 1 + (text[found.start()] == "\n")
     return None
+
+
+def _list_from_text(path: Path, text: str) -> MailingList:
+    return list_from_toml(path.stem, parse_toml(path, text))
 
 
 def list_file(name: str) -> str:

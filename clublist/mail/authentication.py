@@ -34,8 +34,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import dkim  # type: ignore[import-untyped]
-import spf  # type: ignore[import-untyped]
+import dkim
+import spf
 
 from clublist import dns as clubdns
 

@@ -103,7 +103,8 @@ class ReceivedMessage(Message):
 
     def body(self) -> bytes:
         """The body exactly as received (``parse`` reads headers only, so the payload is the raw text)."""
-        payload = self._payload or ""
+        # get_payload() would replace the surrogates that carry 8-bit bytes; read the raw text.
+        payload: str = self._payload or ""  # type: ignore[attr-defined]
         return payload.encode("ascii", "surrogateescape")
 
 
@@ -114,7 +115,7 @@ class _AsReceived(Compat32):
     :func:`header_text` reads them as UTF-8 instead, as mail clients do.
     """
 
-    def header_fetch_parse(self, name: str, value: str) -> str:  # type: ignore[override]
+    def header_fetch_parse(self, name: str, value: str) -> str:
         return value
 
 
@@ -564,7 +565,7 @@ def add_footer(message: EmailMessage, footer: str) -> None:
         return
     if message.get_content_type() != "multipart/mixed":
         _wrap_in_mixed(message)
-    message.attach(_footer_part(footer))
+    message.attach(_footer_part(footer))  # type: ignore[arg-type]  # typeshed wants an EmailMessage
 
 
 def _is_inline_text(message: EmailMessage) -> bool:
@@ -575,7 +576,9 @@ def _append_text_by_email_package(message: EmailMessage, footer: str) -> bool:
     """As :func:`_append_text`, for the transfer encodings only the email package reads."""
     charset = message.get_content_charset("us-ascii")
     try:
-        body = message.get_payload(decode=True).decode(charset)
+        payload = message.get_payload(decode=True)
+        assert isinstance(payload, bytes)  # a single (non-multipart) part decodes to bytes
+        body = payload.decode(charset)
     except (LookupError, UnicodeDecodeError):
         return False
     if body and not body.endswith("\n"):

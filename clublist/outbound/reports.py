@@ -12,7 +12,7 @@ import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.message import EmailMessage, MIMEPart
+from email.message import EmailMessage, Message, MIMEPart
 from email.parser import BytesHeaderParser
 from email.utils import format_datetime, make_msgid
 from typing import Literal
@@ -106,8 +106,9 @@ def delivery_report(
     report.make_mixed()
     report.set_type("multipart/report")
     report.set_param("report-type", "delivery-status")
-    report.attach(_delivery_status(reporting_mta, arrival, failures))
-    report.attach(_headers_part(original_headers))
+    # typeshed's MIMEPart.attach wants an EmailMessage; any MIMEPart is what RFC 3464 needs here.
+    report.attach(_delivery_status(reporting_mta, arrival, failures))  # type: ignore[arg-type]
+    report.attach(_headers_part(original_headers))  # type: ignore[arg-type]
     return report
 
 
@@ -199,7 +200,7 @@ def _delivery_status(reporting_mta: str, arrival: datetime, failures: list[Faile
         blocks.append(_fields(*fields))
     part = MIMEPart(policy=_POLICY)
     part["Content-Type"] = "message/delivery-status"
-    part.set_payload(blocks)
+    part.set_payload(list[Message | str](blocks))
     return part
 
 
@@ -215,7 +216,7 @@ def _fields(*fields: tuple[str, str]) -> MIMEPart:
         text = " ".join(value.split()).encode("ascii", "replace").decode("ascii")
         lines = textwrap.wrap(
             f"{name}: {text}",
-            _POLICY.max_line_length,
+            _POLICY.max_line_length or 78,
             subsequent_indent=" ",
             break_long_words=False,
             break_on_hyphens=False,

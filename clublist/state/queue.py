@@ -110,7 +110,7 @@ def claim(conn: sqlite3.Connection, now: float, *, limit: int, lease: float) -> 
         "UPDATE deliveries SET status = 'inflight', lease_until = ?, next_attempt = ? WHERE id = ?",
         [(now + lease, now + lease, row[0]) for row in rows],
     )
-    return [Delivery(*row[:7], bool(row[7]), *row[8:]) for row in rows]
+    return [Delivery(*row[:7], bool(row[7]), *row[8:]) for row in rows]  # type: ignore[call-arg]
 
 
 def content(conn: sqlite3.Connection, message_id: int) -> bytes:

@@ -24,8 +24,8 @@ import time
 from collections.abc import Callable
 from email.utils import formataddr
 
-from clublist import actions
 from clublist.actions import Actor
+from clublist.actions.members import member_leave
 from clublist.club.store import Club, Store
 from clublist.errors import ClublistError
 from clublist.outbound import reports, unsubscribe
@@ -138,7 +138,7 @@ class OneClickServer:
             return "405 Method Not Allowed", _page("Not allowed", "Use the button on the page.")
         try:
             await asyncio.to_thread(
-                actions.member_leave, self.store, Actor(address, False), address, list_name
+                member_leave, self.store, Actor(address, False), address, list_name
             )
         except ClublistError as exc:
             return "404 Not Found", _page("Not unsubscribed", html.escape(str(exc)))

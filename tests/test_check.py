@@ -12,10 +12,12 @@ import pytest
 import trustme
 from click.testing import CliRunner
 
-from clublist import actions
 from clublist.actions import Actor
+from clublist.actions.config import config_set
+from clublist.actions.members import member_add
 from clublist.cli import main
-from clublist.club.store import Store
+from clublist.club import model
+from clublist.club.store import MembersChange, Store
 from clublist.mail import moderation
 from clublist.state import db as state
 from clublist.state import queue
@@ -74,11 +76,11 @@ def test_a_setting_out_of_bounds_fails_and_stops_the_checks_that_need_it(
 
 def test_dangling_lists_and_silent_settings_are_warnings_with_fixes(store: Store, club_dir: Path) -> None:
     admin = Actor.shell()
-    actions.member_add(store, admin, "anna@example.org", "Anna", ("youth",))
+    member_add(store, admin, "anna@example.org", "Anna", ("youth",))
     members = club_dir / "members.toml"
     members.write_text(members.read_text().replace('lists = ["youth"]', 'lists = ["yuoth"]'))
-    actions.config_set(store, admin, "tls.require", "true")
-    actions.config_set(store, admin, "posting.daily_limit", "0")
+    config_set(store, admin, "tls.require", "true")
+    config_set(store, admin, "posting.daily_limit", "0")
     code, findings = check(store, "--only", "config")
     assert code == 0  # warnings alone
     warned = {f["detail"].split(",")[0]: f["fix"] for f in findings if f["status"] == "warn"}
@@ -111,10 +113,10 @@ def use_certificate(
     key.write_bytes((key_of or leaf).private_key_pem.bytes())
     ca.cert_pem.write_to_path(str(trusted))
     admin = Actor.shell()
-    actions.config_set(store, admin, "listen.hostname", "mail.myclub.org")
-    actions.config_set(store, admin, "tls.cert", str(cert))
-    actions.config_set(store, admin, "tls.key", str(key))
-    actions.config_set(store, admin, "delivery.tls_ca_file", str(trusted))
+    config_set(store, admin, "listen.hostname", "mail.myclub.org")
+    config_set(store, admin, "tls.cert", str(cert))
+    config_set(store, admin, "tls.key", str(key))
+    config_set(store, admin, "delivery.tls_ca_file", str(trusted))
 
 
 def tls_statuses(store: Store) -> tuple[int, dict[str, dict[str, Any]]]:
@@ -183,7 +185,7 @@ def test_an_untrusted_chain_fails(store: Store, tmp_path: Path, ca: trustme.CA) 
 
 
 def test_an_unreadable_certificate_fails(store: Store, tmp_path: Path) -> None:
-    actions.config_set(store, Actor.shell(), "tls.cert", str(tmp_path / "missing.pem"))
+    config_set(store, Actor.shell(), "tls.cert", str(tmp_path / "missing.pem"))
     code, found = tls_statuses(store)
     assert code == 1 and "cannot read tls.cert" in found["tls.files"]["detail"]
 
@@ -193,13 +195,13 @@ def test_an_unreadable_certificate_fails(store: Store, tmp_path: Path) -> None:
 
 def test_queue_findings_name_what_waits_fails_and_is_held(store: Store, tmp_path: Path) -> None:
     admin = Actor.shell()
-    actions.member_add(store, admin, "anna@example.org", "Anna", ("youth",))
-    actions.member_add(store, admin, "carl@example.org", "Carl", ("youth",))
+    member_add(store, admin, "anna@example.org", "Anna", ("youth",))
+    member_add(store, admin, "carl@example.org", "Carl", ("youth",))
     carl = store.load().require_member("carl@example.org")
     store.change_members(
-        lambda club: actions.MembersChange(  # type: ignore[attr-defined]
+        lambda club: MembersChange(
             replaced={
-                carl.key: actions.model.replace(carl, delivery="disabled", disabled_reason="bounces: 5.0")
+                carl.key: model.replace(carl, delivery="disabled", disabled_reason="bounces: 5.0")
             }
         )
     )

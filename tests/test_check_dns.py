@@ -12,8 +12,8 @@ from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
 from dnsserver import DNSServer
 
-from clublist import actions
 from clublist.actions import Actor
+from clublist.actions.config import config_set
 from clublist.cli import main
 from clublist.cli.app import default_state_path
 from clublist.club.store import Store
@@ -60,7 +60,7 @@ def club(store: Store, server: DNSServer, keys: dict[str, bytes]) -> Store:
         "delivery.timeout": "2",
         "dkim.selector": "s2026",
     }.items():
-        actions.config_set(store, admin, key, value)
+        config_set(store, admin, key, value)
     key_path = signing.key_path(default_state_path(store.directory), "s2026")
     key_path.parent.mkdir(parents=True)
     key_path.write_bytes(keys["club"])
@@ -191,7 +191,7 @@ def test_missing_dkim_record_or_key_fails(club: Store, server: DNSServer) -> Non
 
 
 def test_no_dkim_selector_warns(club: Store, server: DNSServer) -> None:
-    actions.config_set(club, Actor.shell(), "dkim.selector", "")
+    config_set(club, Actor.shell(), "dkim.selector", "")
     code, found = check(club, server, GOOD)
     assert code == 0
     assert found["dns.dkim"]["status"] == "warn" and found["dns.dkim"]["fix"].startswith(

@@ -13,8 +13,10 @@ from click.testing import CliRunner
 from daemon import DaemonProcess
 from mta import RemoteMTA
 
-from clublist import actions
 from clublist.actions import Actor
+from clublist.actions.config import config_set, init_club
+from clublist.actions.lists import list_create
+from clublist.actions.members import member_add
 from clublist.check.listener import relay_tricks
 from clublist.cli import main
 from clublist.club.store import Store
@@ -32,16 +34,16 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Pa
     """One ``clublist run`` with a certificate for the module: its lists.d and state path."""
     root = tmp_path_factory.mktemp("listener")
     club_dir = root / "lists.d"
-    actions.init_club(club_dir, "myclub.org", "admin@myclub.org", "My Club", "Europe/Berlin")
+    init_club(club_dir, "myclub.org", "admin@myclub.org", "My Club", "Europe/Berlin")
     store = Store(club_dir)
     admin = Actor.shell()
-    actions.list_create(store, admin, "youth")
-    actions.member_add(store, admin, "anna@example.org", "Anna", ("youth",))
+    list_create(store, admin, "youth")
+    member_add(store, admin, "anna@example.org", "Anna", ("youth",))
     leaf = trustme.CA().issue_cert("mail.myclub.org")
     leaf.cert_chain_pems[0].write_to_path(str(root / "cert.pem"))
     leaf.private_key_pem.write_to_path(str(root / "key.pem"))
-    actions.config_set(store, admin, "tls.cert", str(root / "cert.pem"))
-    actions.config_set(store, admin, "tls.key", str(root / "key.pem"))
+    config_set(store, admin, "tls.cert", str(root / "cert.pem"))
+    config_set(store, admin, "tls.key", str(root / "key.pem"))
     state = root / "var" / "state.sqlite3"
     with DaemonProcess(club_dir, state, smarthost="127.0.0.1:9"):
         yield club_dir, state

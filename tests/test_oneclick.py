@@ -18,8 +18,10 @@ from dnsserver import DNSServer
 from mta import RemoteMTA, Transaction
 from test_signing import DnsFunc, clublist, dns_lookup, received
 
-from clublist import actions
 from clublist.actions import Actor
+from clublist.actions.config import init_club
+from clublist.actions.lists import list_create
+from clublist.actions.members import member_add
 from clublist.club.store import Store
 
 URL = "https://lists.myclub.org/u"
@@ -30,12 +32,12 @@ _HTTP_PORT = re.compile(r"one-click unsubscribe on http://\S+:(\d+)")
 def club(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("oneclick")
     directory, state = root / "lists.d", root / "var" / "clublist.sqlite3"
-    actions.init_club(directory, "myclub.org", "admin@myclub.org", "My Club", "Europe/Berlin")
+    init_club(directory, "myclub.org", "admin@myclub.org", "My Club", "Europe/Berlin")
     store, shell = Store(directory), Actor.shell()
-    actions.list_create(store, shell, "youth", prefix="[Youth]")
-    actions.list_create(store, shell, "board", owners=["admin@myclub.org"])
-    actions.member_add(store, shell, "anna@example.org", "Anna", ("youth", "board"))
-    actions.member_add(store, shell, "ben@example.org", "Ben", ("youth",))
+    list_create(store, shell, "youth", prefix="[Youth]")
+    list_create(store, shell, "board", owners=["admin@myclub.org"])
+    member_add(store, shell, "anna@example.org", "Anna", ("youth", "board"))
+    member_add(store, shell, "ben@example.org", "Ben", ("youth",))
     clublist(directory, state, "config", "set", "unsubscribe.url", URL)
     clublist(directory, state, "config", "set", "listen.http_port", "0")
     clublist(directory, state, "dkim", "keygen", "--selector", "s1")

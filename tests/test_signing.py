@@ -26,13 +26,16 @@ from daemon import DaemonProcess
 from dnsserver import DNSServer
 from mta import Behaviour, RemoteMTA, Transaction
 
-from clublist import actions
 from clublist.actions import Actor
+from clublist.actions.config import init_club
+from clublist.actions.lists import list_create
+from clublist.actions.members import member_add
 from clublist.cli import main
 from clublist.club.model import DeliverySection, DkimSection, Site
 from clublist.club.store import Store
+from clublist.dns import resolver_for
 from clublist.outbound import signing
-from clublist.outbound.worker import DeliveryConfig, DeliveryWorker, resolver_for
+from clublist.outbound.worker import DeliveryConfig, DeliveryWorker
 from clublist.state import db, queue
 
 GONE = "gone@example.org"
@@ -77,12 +80,12 @@ def verifies(content: bytes, lookup: DnsFunc) -> bool:
 def club(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("signing")
     directory, state = root / "lists.d", root / "var" / "clublist.sqlite3"
-    actions.init_club(directory, "myclub.org", "admin@myclub.org", "My Club", "Europe/Berlin")
+    init_club(directory, "myclub.org", "admin@myclub.org", "My Club", "Europe/Berlin")
     store, shell = Store(directory), Actor.shell()
-    actions.list_create(store, shell, "youth", prefix="[Youth]")
-    actions.list_create(store, shell, "board", posting="moderated", owners=["admin@myclub.org"])
-    actions.member_add(store, shell, "anna@example.org", "Anna", ("youth", "board"))
-    actions.member_add(store, shell, GONE, "Gone", ("youth",))
+    list_create(store, shell, "youth", prefix="[Youth]")
+    list_create(store, shell, "board", posting="moderated", owners=["admin@myclub.org"])
+    member_add(store, shell, "anna@example.org", "Anna", ("youth", "board"))
+    member_add(store, shell, GONE, "Gone", ("youth",))
     due = (datetime.now(UTC) - timedelta(minutes=10)).replace(microsecond=0)
     (directory / "reminders.toml").write_text(
         '[[reminder]]\nid = "fees"\nto = "anna@example.org"\nsubject = "Fees are due"\ntext = "Pay."\n'

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from clublist.actions import Actor, _require_admin
+from clublist.actions import Actor, require_admin
 from clublist.club.model import check_selector
 from clublist.club.store import SITE_FILE, Store
 from clublist.errors import ClublistError
@@ -57,7 +57,7 @@ def dkim_keygen(
 
     RSA becomes ``dkim.selector``; ed25519 ``dkim.ed25519_selector``, which signs in addition.
     """
-    _require_admin(actor, "make DKIM keys")
+    require_admin(actor, "make DKIM keys")
     check_selector(selector)
     store.load()  # a broken club.toml is reported before a key is made
     signing.generate_key(signing.key_path(state_path, selector), algorithm, bits)
@@ -77,7 +77,7 @@ def dkim_keygen(
 
 def dkim_show(store: Store, actor: Actor, state_path: Path, selector: str | None = None) -> DkimRecord:
     """The signing key in force (or *selector*'s) and its DNS record."""
-    _require_admin(actor, "see the DKIM keys")
+    require_admin(actor, "see the DKIM keys")
     chosen = selector or store.load().site.dkim.selector or store.load().site.dkim.ed25519_selector
     if not chosen:
         raise ClublistError("no DKIM key is set up; make one with 'clublist dkim keygen'")

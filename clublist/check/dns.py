@@ -25,7 +25,7 @@ def run(target: Target) -> list[Finding]:
 
 
 async def _run(target: Target) -> list[Finding]:
-    from clublist.outbound.worker import resolver_for
+    from clublist.dns import resolver_for
 
     assert target.site is not None
     resolver = resolver_for(target.site)

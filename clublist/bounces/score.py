@@ -250,7 +250,8 @@ def reputation_alert(site: Site, refused: Sequence[BounceEvidence], recipient: s
     entries = []
     for e in refused:
         fix = dsn.authentication_fix(e.status, e.diagnostic).replace("<site.domain>", site.domain)
-        entries.append((e.address, last_words(e.status, e.diagnostic) + (f" -- to fix: {fix}" if fix else "")))
+        words = last_words(e.status, e.diagnostic)
+        entries.append((e.address, words + (f" -- to fix: {fix}" if fix else "")))
     text = mail_text(
         f"A bounce to {recipient} says a receiving server refused the club's message itself (spam"
         " filter, sender authentication such as DMARC, SPF or DKIM, a blocklist, or its size), not"

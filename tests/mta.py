@@ -37,12 +37,14 @@ class Behaviour:
     """What the server answers: a reply per recipient (None: 250), and what DATA does.
 
     ``data`` is None (250), a reply line, "hangup" (close the connection in
-    DATA), or "stall" (never answer).
+    DATA), or "stall" (never answer).  ``data_seconds`` is how long each DATA
+    takes, as on a busy smarthost.
     """
 
     rcpt: Callable[[str], str | None] = lambda address: None
     data: Callable[[list[str]], str | None] = lambda rcpts: None
     delivered: Callable[[Transaction], None] = lambda transaction: None
+    data_seconds: float = 0.0
 
 
 class _Handler:
@@ -57,6 +59,8 @@ class _Handler:
         return "250 2.1.5 OK"
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.mta.behaviour.data_seconds:
+            await asyncio.sleep(self.mta.behaviour.data_seconds)
         action = self.mta.behaviour.data(list(envelope.rcpt_tos))
         if action == "hangup":
             server.transport.close()

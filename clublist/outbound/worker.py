@@ -270,7 +270,9 @@ class DeliveryWorker:
         self._global = asyncio.Semaphore(config.concurrency)
         self._per_destination: dict[str, asyncio.Semaphore] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._content: dict[int, bytes] = {}
+        # Each message's content, loaded once by the first transaction that needs it and kept
+        # while a destination task holding a pin on the message lives.
+        self._content: dict[int, asyncio.Future[bytes]] = {}
         self._content_users: dict[int, int] = {}
         self._in_flight = 0
 
@@ -310,15 +312,8 @@ class DeliveryWorker:
         now = self.clock()
         claimed = await self.writer.run(lambda c: queue.claim(c, now, limit=CLAIM_BATCH, lease=3600))
         self._in_flight += len(claimed)
-        for message_id in {d.message_id for d in claimed} - self._content.keys():
-            try:
-                content = await self.writer.run(lambda c, m=message_id: queue.content(c, m))
-                first = next(d for d in claimed if d.message_id == message_id)
-                self._content[message_id] = self._signed(first, content)
-            except ClublistError:  # dropped with `queue drop` since the claim
-                gone = [d for d in claimed if d.message_id == message_id]
-                claimed = [d for d in claimed if d.message_id != message_id]
-                self._in_flight -= len(gone)
+        # No await from here on: each task pins its messages' content before anything else runs,
+        # so a task that ends meanwhile cannot drop content that a new task still needs.
         for destination, deliveries in _group(claimed, self.config).items():
             for message_id in {d.message_id for d in deliveries}:
                 self._content_users[message_id] = self._content_users.get(message_id, 0) + 1
@@ -329,6 +324,21 @@ class DeliveryWorker:
             while self._tasks:
                 await asyncio.gather(*list(self._tasks))
         return len(claimed)
+
+    async def load_content(self, message_id: int) -> bytes:
+        """A message's content from the queue (tests slow it down as a busy writer does)."""
+        return await self.writer.run(lambda c: queue.content(c, message_id))
+
+    async def _content_of(self, delivery: Delivery) -> bytes:
+        """The message as it leaves, pinned by the calling task; one load serves every transaction."""
+        load = self._content.get(delivery.message_id)
+        if load is None:
+            load = asyncio.ensure_future(self._load_signed(delivery))
+            self._content[delivery.message_id] = load
+        return await asyncio.shield(load)  # one transaction cancelled must not cancel the shared load
+
+    async def _load_signed(self, delivery: Delivery) -> bytes:
+        return self._signed(delivery, await self.load_content(delivery.message_id))
 
     async def drain(self, timeout: float) -> None:
         """Let transactions in flight finish; after *timeout*, cancel them (their rows stay due)."""
@@ -356,14 +366,24 @@ class DeliveryWorker:
             semaphore = self._per_destination.setdefault(
                 destination, asyncio.Semaphore(self.config.per_destination)
             )
-            await asyncio.gather(
-                *(self._transaction(endpoints, batch, semaphore) for batch in self._batches(deliveries))
+            results = await asyncio.gather(
+                *(self._transaction(endpoints, batch, semaphore) for batch in self._batches(deliveries)),
+                return_exceptions=True,
             )
+            for result in results:
+                if isinstance(result, asyncio.CancelledError):
+                    raise result
+                if isinstance(result, Exception):  # the outcomes could not be stored
+                    log.error(
+                        "could not record deliveries to %s (%s); they are tried again when their lease ends",
+                        destination,
+                        result,
+                    )
         except asyncio.CancelledError:
             await asyncio.shield(self.writer.run(lambda c: queue.release(c, ids, self.clock())))
             raise
-        except Exception:
-            log.exception("unexpected error delivering to %s; deferring", destination)
+        except Exception:  # finding the destination's servers failed unexpectedly: nothing was sent
+            log.exception("unexpected error looking up %s; deferring its deliveries", destination)
             await self._record([_defer(d, "internal error in clublist", "") for d in deliveries])
         finally:
             self._in_flight -= len(deliveries)
@@ -411,32 +431,56 @@ class DeliveryWorker:
     async def _transaction(
         self, endpoints: Sequence[Endpoint], batch: list[Delivery], semaphore: asyncio.Semaphore
     ) -> None:
+        """One message to up to max_recipients; a surprise here defers this batch and no other."""
+        first = batch[0]
         async with self._global, semaphore:
             outcomes: dict[int, Outcome] = {}
-            last_error = TransientError("no mail server could be reached")
-            for endpoint in endpoints:
+            try:
                 try:
-                    await self._send_via(endpoint, batch, outcomes)
-                    break
-                except TransientError as exc:
-                    last_error = exc
-                except (OSError, TimeoutError, aiosmtplib.SMTPException) as exc:
-                    last_error = TransientError(_describe(exc), endpoint.name, getattr(exc, "code", None))
-                    if any(o.status != "deferred" for o in outcomes.values()):
-                        break  # this server already answered for some recipients
-                log.info("delivery via %s failed: %s", endpoint.name, last_error)
-            missing = [d for d in batch if d.id not in outcomes]
-            for delivery in missing:
-                outcomes[delivery.id] = _defer(delivery, str(last_error), last_error.host, last_error.code)
+                    content = await self._content_of(first)
+                except ClublistError:  # dropped with `queue drop` since the claim: its rows are gone
+                    log.info("%s left the queue before it was sent", first.queue_id)
+                    return
+                await self._attempt(endpoints, batch, content, outcomes)
+            except Exception:
+                log.exception(
+                    "unexpected error sending %s (%d recipients); deferring them", first.queue_id, len(batch)
+                )
+                for delivery in batch:  # what a server already answered stands
+                    outcomes.setdefault(delivery.id, _defer(delivery, "internal error in clublist", ""))
             await self._record(list(outcomes.values()))
 
+    async def _attempt(
+        self,
+        endpoints: Sequence[Endpoint],
+        batch: list[Delivery],
+        content: bytes,
+        outcomes: dict[int, Outcome],
+    ) -> None:
+        """Try the endpoints in turn until every recipient of *batch* has an outcome."""
+        last_error = TransientError("no mail server could be reached")
+        for endpoint in endpoints:
+            try:
+                await self._send_via(endpoint, batch, content, outcomes)
+                break
+            except TransientError as exc:
+                last_error = exc
+            except (OSError, TimeoutError, aiosmtplib.SMTPException) as exc:
+                last_error = TransientError(_describe(exc), endpoint.name, getattr(exc, "code", None))
+                if any(o.status != "deferred" for o in outcomes.values()):
+                    break  # this server already answered for some recipients
+            log.info("delivery via %s failed: %s", endpoint.name, last_error)
+        for delivery in batch:
+            if delivery.id not in outcomes:
+                outcomes[delivery.id] = _defer(delivery, str(last_error), last_error.host, last_error.code)
+
     async def _send_via(
-        self, endpoint: Endpoint, batch: list[Delivery], outcomes: dict[int, Outcome]
+        self, endpoint: Endpoint, batch: list[Delivery], content: bytes, outcomes: dict[int, Outcome]
     ) -> None:
         for attempt in (1, 2):
             connection, reused = await self.pool.acquire(endpoint)
             try:
-                await self._transmit(connection.smtp, endpoint.name, batch, outcomes)
+                await self._transmit(connection.smtp, endpoint.name, batch, content, outcomes)
             except aiosmtplib.SMTPServerDisconnected:
                 self.pool.discard(connection)
                 if reused and attempt == 1 and not outcomes:
@@ -449,11 +493,15 @@ class DeliveryWorker:
             return
 
     async def _transmit(
-        self, smtp: aiosmtplib.SMTP, host: str, batch: list[Delivery], outcomes: dict[int, Outcome]
+        self,
+        smtp: aiosmtplib.SMTP,
+        host: str,
+        batch: list[Delivery],
+        content: bytes,
+        outcomes: dict[int, Outcome],
     ) -> None:
         """MAIL, RCPT for each, DATA: each recipient's reply becomes its outcome."""
         first = batch[0]
-        content = self._content[first.message_id]
         if self._personal(first):
             content = self._personal_copy(first, content)
         options = ["BODY=8BITMIME"] if smtp.supports_extension("8bitmime") and not content.isascii() else []
@@ -578,7 +626,9 @@ class DeliveryWorker:
             self._content_users[message_id] -= 1
             if not self._content_users[message_id]:
                 del self._content_users[message_id]
-                self._content.pop(message_id, None)
+                load = self._content.pop(message_id, None)
+                if load is not None:
+                    load.cancel()  # still loading for transactions that were cancelled
 
 
 def _group(claimed: list[Delivery], config: DeliveryConfig) -> dict[str, list[Delivery]]:

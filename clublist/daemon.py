@@ -63,7 +63,7 @@ class Daemon:
         clock: Callable[[], float] = time.time,
         on_ready: Callable[[Daemon], None] | None = None,
     ) -> None:
-        self.store = Store(directory)
+        self.store = Store(directory, cache_dir=state_path.parent)
         self.state_path = state_path
         self.overrides = overrides
         self.rules = rules_in_force

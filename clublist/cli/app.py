@@ -33,7 +33,7 @@ class App:
 
     @functools.cached_property
     def store(self) -> Store:
-        return Store(self.directory)
+        return Store(self.directory, cache_dir=self.state_path.parent)
 
     @property
     def stream(self) -> TextIO:

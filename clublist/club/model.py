@@ -9,6 +9,7 @@ case-insensitively through :func:`address_key`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import typing
 from dataclasses import dataclass, field
@@ -510,8 +511,9 @@ class Member:
     disabled_reason: str = ""
     daily_limit: int | None = None
 
-    @property
+    @functools.cached_property
     def key(self) -> str:
+        """The email as addresses are compared (computed once: a 50,000-member club asks often)."""
         return address_key(self.email)
 
     @property

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from clublist.club import cache
 from clublist.club.model import (
     Advice,
     MailingList,
@@ -45,9 +46,8 @@ LOCK_FILE = ".clublist.lock"
 _SPECIAL_FILES = {SITE_FILE, MEMBERS_FILE, REMINDERS_FILE}
 
 
-
-
 _MEMBER_HEADER = table_header("member")
+_BLANK_LINE = re.compile(r"\n[ \t]*\n")
 
 
 @dataclass(frozen=True)
@@ -100,8 +100,10 @@ class Club:
 class Store:
     """The lists.d directory: load a :class:`Club`, and change its files one safe step at a time."""
 
-    def __init__(self, directory: Path | str) -> None:
+    def __init__(self, directory: Path | str, cache_dir: Path | None = None) -> None:
+        """*cache_dir* (var/, beside the state database) keeps the parsed registry between runs."""
         self.directory = Path(directory)
+        self.cache_dir = cache_dir
 
     def path(self, filename: str) -> Path:
         return self.directory / filename
@@ -110,16 +112,39 @@ class Store:
 
     def load(self) -> Club:
         """Read and check every file; any problem is an error naming the file and line."""
+        return self._club(self._members())
+
+    def _club(self, members: list[Member]) -> Club:
         site = self.load_site()
         lists = {}
         for path in sorted(self.directory.glob("*.toml")):
             if path.name in _SPECIAL_FILES:
                 continue
             lists[path.stem] = _located(path, functools.partial(_list_from_text, path))
-        members_path = self.path(MEMBERS_FILE)
-        members_text = members_path.read_text("utf-8") if members_path.exists() else ""
-        members = parse_members(members_path, members_text)
         return Club.build(site, lists, members, _advice(self.directory, site, lists, members))
+
+    def _members(self, text: str | None = None, stat: os.stat_result | None = None) -> list[Member]:
+        """The registry: from the cache when members.toml is the file it was made from, else parsed.
+
+        *text* and *stat*, when given, are members.toml as the caller read it (under the lock).
+        """
+        path = self.path(MEMBERS_FILE)
+        if stat is None:
+            try:
+                stat = path.stat()
+            except FileNotFoundError:
+                return []
+        source = cache.identity(stat)
+        if self.cache_dir is not None:
+            cached = cache.read(self.cache_dir, source)
+            if cached is not None:
+                return cached
+        if text is None:
+            text = _located(path, lambda t: t)
+        members = parse_members(path, text)
+        if self.cache_dir is not None:
+            cache.write(self.cache_dir, source, members)
+        return members
 
     def load_site(self) -> Site:
         """club.toml alone, checked; an error names the file and line."""
@@ -203,20 +228,22 @@ class Store:
         """
         path = self.path(MEMBERS_FILE)
         with self.locked():
-            club = self.load()
+            try:
+                with path.open(encoding="utf-8") as handle:
+                    text, stat = handle.read(), os.fstat(handle.fileno())
+            except FileNotFoundError:
+                text, stat = MEMBERS_HEADER, None
+            members = self._members(text, stat) if stat is not None else []
+            club = self._club(members)
             edit = change(club)
             if not edit.added and not edit.replaced and not edit.removed:
                 return edit
-            text = path.read_text("utf-8") if path.exists() else MEMBERS_HEADER
             new_text = _apply_member_edit(text, [m.key for m in club.members], edit)
             expected = _expected_members(club.members, edit)
-            actual = parse_members(path, new_text)
-            if [m.to_toml() for m in actual] != [m.to_toml() for m in expected]:
-                raise ClublistError(
-                    f"{path}: could not apply the change safely (the file's layout is unusual); "
-                    "nothing was written"
-                )
+            _verify_member_edit(path, new_text, len(text), expected, edit)
             self.write_text(MEMBERS_FILE, new_text)
+            if self.cache_dir is not None:
+                cache.write(self.cache_dir, cache.identity(path.stat()), expected)
             return edit
 
 
@@ -300,43 +327,75 @@ def parse_members(path: Path, text: str) -> list[Member]:
     return members
 
 
-
-
 def _expected_members(members: Iterable[Member], edit: MembersChange) -> list[Member]:
     out = [edit.replaced.get(m.key, m) for m in members if m.key not in edit.removed]
     return out + edit.added
 
 
-def _member_spans(text: str) -> list[tuple[int, int]]:
+def _verify_member_edit(
+    path: Path, new_text: str, old_length: int, expected: list[Member], edit: MembersChange
+) -> None:
+    """Check the spliced text before it replaces the file, without parsing the whole registry.
+
+    Each block written anew must read back as exactly the record intended, and the file must
+    hold one ``[[member]]`` table per expected member (so no neighbour was cut or merged).
+    """
+    changed = {m.key: m for m in [*edit.added, *edit.replaced.values()]}
+    found = {}
+    if edit.removed or edit.replaced:
+        spans = _member_spans(new_text, only=_indices(expected, changed))
+        blocks = [new_text[start:end] for start, end in spans.values()]
+        count = len(_MEMBER_HEADER.findall(new_text))
+    else:  # appended at the end: the old text is untouched, the new blocks are all there is to read
+        blocks, count = [new_text[old_length:]], len(expected)
+    for block in blocks:
+        for member in parse_members(path, block):
+            found[member.key] = member
+    if count != len(expected) or {k: m.to_toml() for k, m in found.items()} != {
+        k: m.to_toml() for k, m in changed.items()
+    }:
+        raise ClublistError(
+            f"{path}: could not apply the change safely (the file's layout is unusual); nothing was written"
+        )
+
+
+def _indices(members: list[Member], wanted: dict[str, Member]) -> set[int]:
+    return {index for index, member in enumerate(members) if member.key in wanted}
+
+
+def _member_spans(text: str, only: set[int] | None = None) -> dict[int, tuple[int, int]]:
     """Spans of the text each ``[[member]]`` block owns.
 
     A block owns the comment lines directly above its header, the header,
     and the lines after it up to the first blank line.  Whatever follows a
     blank line (a free-standing comment, say) belongs to nobody and is never
-    removed with a member.
+    removed with a member.  *only*: the block indices wanted (all by default).
     """
     headers = list(_MEMBER_HEADER.finditer(text))
-    spans = []
+    spans = {}
     for index, match in enumerate(headers):
+        if only is not None and index not in only:
+            continue
         start = comment_start(text, match.start())
         limit = headers[index + 1].start() if index + 1 < len(headers) else len(text)
-        blank = re.compile(r"\n[ \t]*\n").search(text, match.end(), limit)
-        spans.append((start, blank.start() + 1 if blank else limit))
+        blank = _BLANK_LINE.search(text, match.end(), limit)
+        spans[index] = (start, blank.start() + 1 if blank else limit)
     return spans
-
-
 
 
 def _apply_member_edit(text: str, keys: list[str], edit: MembersChange) -> str:
     """Splice *edit* into *text*, whose blocks hold the members *keys* in order."""
     import tomlkit
 
-    spans = _member_spans(text)
-    if len(spans) != len(keys):
+    touched = {index for index, key in enumerate(keys) if key in edit.removed or key in edit.replaced}
+    spans = _member_spans(text, only=touched) if touched else {}
+    if touched and (len(spans) != len(touched) or len(_MEMBER_HEADER.findall(text)) != len(keys)):
         raise ClublistError("members.toml has [[member]] tables the editor cannot find; nothing was written")
     pieces: list[str] = []
     position = 0
-    for (start, end), key in zip(spans, keys, strict=True):
+    for index in sorted(spans):
+        start, end = spans[index]
+        key = keys[index]
         block = text[start:end]
         pieces.append(text[position:start])
         position = end
@@ -377,10 +436,6 @@ def render_member(member: Member) -> str:
     document = tomlkit.document()
     document["member"] = array
     return "\n" + tomlkit.dumps(document)
-
-
-
-
 
 
 def _check_file(path: Path, text: str) -> None:

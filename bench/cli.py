@@ -11,6 +11,10 @@ a script).  Reported: every run and the median.
   all on one list) into a fresh club each run (made untimed with
   clublist.actions).
 - ``clublist member ls`` and ``member ls --json`` over a registry of 5,000.
+- At 50,000 members (``--big``, default 50,000): ``member add`` of a new member (each run a
+  new address, so the registry grows by one each time: the cost of a real change, its
+  registry cache update included), ``member show`` of one address, ``member ls --json``.
+  The first, untimed, command after the import builds the registry cache in var/.
 
 For context the same way: ``python -c pass`` (the interpreter alone) and
 ``python -c "import click"``.  With hyperfine on PATH, ``--help`` is also
@@ -107,6 +111,7 @@ def main() -> None:
     parser = argument_parser(__doc__)
     parser.add_argument("--runs", type=int, default=20, help="runs of --help")
     parser.add_argument("--store-runs", type=int, default=7, help="runs of import and ls")
+    parser.add_argument("--big", type=int, default=50_000, help="members in the large registry")
     parser.add_argument("--json", help="write the figures to this file")
     args = parser.parse_args()
 
@@ -132,7 +137,24 @@ def main() -> None:
         results["ls_5000_list"] = report(
             "member ls --list youth (5,000)", timed([*base, "--list", "youth"], args.store_runs)
         )
+    results.update(big_registry(args.big, args.store_runs))
     write_json(args.json, {"cli": results})
+
+
+def big_registry(size: int, runs: int) -> dict[str, object]:
+    results: dict[str, object] = {}
+    with temporary_root("big") as root:
+        club = make_club(root, {"youth": size})
+        base = [CLUBLIST, "--dir", str(club.directory), "member"]
+        shown = member_address(size // 2)
+        subprocess.run([*base, "show", shown], capture_output=True, timeout=120, check=True)  # warm
+        adds = []
+        for run in range(runs):
+            adds += timed([*base, "add", f"new{run}@example.net", "--list", "youth"], 1, warmups=0)
+        results[f"add_{size}"] = report(f"member add ({size:,})", adds)
+        results[f"show_{size}"] = report(f"member show ({size:,})", timed([*base, "show", shown], runs))
+        results[f"ls_{size}_json"] = report(f"member ls --json ({size:,})", timed([*base, "ls", "--json"], runs))
+    return results
 
 
 if __name__ == "__main__":

@@ -153,7 +153,8 @@ def big_registry(size: int, runs: int) -> dict[str, object]:
             adds += timed([*base, "add", f"new{run}@example.net", "--list", "youth"], 1, warmups=0)
         results[f"add_{size}"] = report(f"member add ({size:,})", adds)
         results[f"show_{size}"] = report(f"member show ({size:,})", timed([*base, "show", shown], runs))
-        results[f"ls_{size}_json"] = report(f"member ls --json ({size:,})", timed([*base, "ls", "--json"], runs))
+        listing = timed([*base, "ls", "--json"], runs)
+        results[f"ls_{size}_json"] = report(f"member ls --json ({size:,})", listing)
     return results
 
 

@@ -8,8 +8,9 @@ actions as at the shell, with the sender's rights.  Friendly words
 A header From can be forged, so a command that changes anything runs only
 after a round trip: the reply carries a one-time token, and the change is
 made when ``confirm TOKEN`` comes back from that same address before it
-expires.  A sender whose mail is authenticated (a DMARC-aligned pass, once
-clublist checks senders) may skip it: see :func:`needs_confirmation`.
+expires.  A sender whose mail is authenticated (From is the sender and its
+domain passed SPF or DKIM in alignment, as for posts) skips it: see
+:func:`needs_confirmation`.
 
 The bot answers each message once, from bot@ with ``Auto-Submitted:
 auto-replied`` (RFC 3834), and never answers automatic mail, so it cannot
@@ -81,6 +82,7 @@ class Conversation:
     message_id: str
     results: list[Result] = field(default_factory=list)
     ignored: int = 0
+    authenticated: bool = False  # the handler's verdict: may skip the confirmation round trip
     tokens: list[tuple[str, str, str | None]] = field(default_factory=list)  # token, command, list
 
 
@@ -113,7 +115,9 @@ class BotProcessor:
             return replies.NOT_A_MEMBER.format(sender=sender, list=target.address)
         return None
 
-    async def process(self, club: Club, target: Target, sender: str, raw: bytes, now: float) -> CommitJob:
+    async def process(
+        self, club: Club, target: Target, sender: str, raw: bytes, now: float, *, authenticated: bool
+    ) -> CommitJob:
         message = email.message_from_bytes(raw, policy=email.policy.default)
         silence = automatic_reason(message, sender)
         if silence:
@@ -135,6 +139,7 @@ class BotProcessor:
             sender, _one_line(str(message.get("Subject", ""))), str(message.get("Message-ID", ""))
         )
         talk.ignored = ignored
+        talk.authenticated = authenticated
         implied = target.mailing_list.name if target.mailing_list else None
         actor = Actor.for_sender(club, sender)
         for line in lines:
@@ -184,7 +189,7 @@ class BotProcessor:
             understood = not isinstance(exc, UnknownCommand)
             talk.results.append(Result(line, str(exc), False, understood=understood))
             return
-        if needs_confirmation(command, authenticated=False):
+        if needs_confirmation(command, talk.authenticated):
             token = secrets.token_hex(6)
             talk.tokens.append((token, shlex.join(argv), implied))
             talk.results.append(

@@ -94,6 +94,7 @@ class Daemon:
         for warning in self.club.warnings:
             log.warning("%s", warning)
         self._fingerprint = self.store.fingerprint()
+        self.tls_context = self._tls_context(self.club.site)  # before anything starts: it may refuse
         self.writer = state.Writer(self.state_path)
         self.reader = state.connect(self.state_path)
         site = self.club.site
@@ -125,7 +126,6 @@ class Daemon:
             processors=self._processors(),
             clock=self.clock,
         )
-        self.tls_context = self._tls_context(site)
         host, port = self.overrides.listen or (site.listen.host, site.listen.port)
         loop = asyncio.get_running_loop()
         self.server = await loop.create_server(self._session, host, port)
@@ -217,6 +217,7 @@ class Daemon:
         return Listener(
             self.handler,
             limits=self.limits,
+            trusted_proxies=site.listen.trusted_proxies,
             hostname=self._hostname(site),
             ident="clublist",
             data_size_limit=site.listen.max_message_size,
@@ -268,13 +269,24 @@ class Daemon:
 
     @staticmethod
     def _tls_context(site: Site) -> ssl.SSLContext | None:
+        """The STARTTLS context; with tls.client_certificates = "ask" it requests a client
+        certificate and verifies it against the system CAs (a sender that presents one which
+        does not verify fails the handshake, as with any server that asks)."""
         if not site.tls.cert:
+            if site.tls.require:
+                raise ClublistError(
+                    "tls.require is true but tls.cert is empty: clublist would run without TLS; "
+                    "set tls.cert and tls.key, or 'clublist config set tls.require false'"
+                )
             return None
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         try:
             context.load_cert_chain(site.tls.cert, site.tls.key or None)
         except (OSError, ssl.SSLError) as exc:
             raise ClublistError(f"cannot load tls.cert/tls.key: {exc}") from None
+        if site.tls.client_certificates == "ask":
+            context.verify_mode = ssl.CERT_OPTIONAL
+            context.load_default_certs(ssl.Purpose.CLIENT_AUTH)
         return context
 
 

@@ -284,4 +284,4 @@ def organizational_domain(domain: str) -> str:
 def resolver_for(site: Site) -> Resolver:
     """The resolver club.toml asks for: the system's, or the servers it names (tests use loopback)."""
     d = site.delivery
-    return Resolver(nameservers=list(d.dns_servers) or None, port=d.dns_port, timeout=min(d.timeout, 30))
+    return Resolver(nameservers=list(d.dns_servers) or None, port=d.dns_port, timeout=d.dns_timeout)

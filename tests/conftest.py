@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from clublist.actions import Actor
-from clublist.actions.config import init_club
+from clublist.actions.config import config_set, init_club
 from clublist.actions.lists import list_create
 from clublist.club.store import Store
 
@@ -20,9 +20,14 @@ CLUBLIST = str(Path(sys.executable).with_name("clublist"))
 
 @pytest.fixture
 def club_dir(tmp_path: Path) -> Path:
-    """An initialised lists.d for myclub.org with the list youth and no members."""
+    """An initialised lists.d for myclub.org with the list youth and no members.
+
+    Tests post from 127.0.0.1 without SPF or DKIM, so loopback is a trusted network here
+    (posts count as authenticated); tests of sender authentication set it back to [].
+    """
     directory = tmp_path / "lists.d"
     init_club(directory, "myclub.org", "admin@myclub.org", "My Club", "Europe/Berlin")
+    config_set(Store(directory), Actor.shell(), "listen.trusted_networks", ["127.0.0.0/8", "::1"])
     list_create(Store(directory), Actor.shell(), "youth", prefix="[Youth]")
     return directory
 

@@ -13,9 +13,11 @@ import click
 import pytest
 from conftest import Runner
 from daemon import DaemonProcess
+from dnsserver import DNSServer
 from mta import Behaviour, RemoteMTA, Transaction
 
 from clublist.actions import Actor
+from clublist.actions.config import config_set
 from clublist.actions.lists import list_create
 from clublist.actions.members import member_add
 from clublist.bot import may_use
@@ -57,13 +59,18 @@ class Bot:
 
 @pytest.fixture
 def bot(club: Store, club_dir: Path, tmp_path: Path, cli: Runner) -> Iterator[Bot]:
-    with (
-        RemoteMTA() as sink,
-        DaemonProcess(
-            club_dir, tmp_path / "var" / "state.sqlite3", smarthost=f"127.0.0.1:{sink.port}"
-        ) as daemon,
-    ):
-        yield Bot(daemon, sink, cli)
+    """The bot's mail is not authenticated here (loopback untrusted, no SPF or DKIM in DNS), so
+    every change needs its confirmation round trip."""
+    with DNSServer() as dns_server, RemoteMTA() as sink:
+        for key, value in [
+            ("listen.trusted_networks", []),
+            ("delivery.dns_servers", ["127.0.0.1"]),
+            ("delivery.dns_port", dns_server.port),
+        ]:
+            config_set(club, Actor.shell(), key, value)
+        state = tmp_path / "var" / "state.sqlite3"
+        with DaemonProcess(club_dir, state, smarthost=f"127.0.0.1:{sink.port}") as daemon:
+            yield Bot(daemon, sink, cli)
 
 
 def reply_text(transaction: Transaction) -> str:

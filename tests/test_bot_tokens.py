@@ -20,12 +20,20 @@ NOW = 1_800_000_000.0
 
 
 def mail_bot(
-    processor: BotProcessor, writer: state.Writer, store: Store, sender: str, body: str, now: float
+    processor: BotProcessor,
+    writer: state.Writer,
+    store: Store,
+    sender: str,
+    body: str,
+    now: float,
+    *,
+    authenticated: bool = False,
 ) -> str:
     raw = f"From: {sender}\r\nSubject: x\r\nMessage-ID: <{now}@example.org>\r\n\r\n{body}\r\n".encode()
 
     async def run() -> str:
-        job = await processor.process(store.load(), Target("bot", "bot@myclub.org"), sender, raw, now)
+        target = Target("bot", "bot@myclub.org")
+        job = await processor.process(store.load(), target, sender, raw, now, authenticated=authenticated)
         await writer.run(job)
         row = await writer.run(
             lambda conn: conn.execute("SELECT content FROM messages ORDER BY id DESC LIMIT 1").fetchone()
@@ -53,5 +61,20 @@ def test_a_token_expires(store: Store, club_dir: Path, tmp_path: Path) -> None:
         done = mail_bot(processor, writer, store, "anna@example.org", f"confirm {token}", NOW + 20)
         assert "joined youth" in done
         assert store.load().member("anna@example.org").lists == ("youth",)
+    finally:
+        writer.close()
+
+
+def test_an_authenticated_sender_needs_no_confirmation(store: Store, club_dir: Path, tmp_path: Path) -> None:
+    member_add(store, Actor.shell(), "anna@example.org", "Anna")
+    path = tmp_path / "state.sqlite3"
+    writer = state.Writer(path)
+    try:
+        processor = BotProcessor(command_group, club_dir, path, writer.run)
+        done = mail_bot(processor, writer, store, "anna@example.org", "join youth", NOW, authenticated=True)
+        assert "joined youth" in done and "confirm" not in done
+        assert store.load().member("anna@example.org").lists == ("youth",)
+        asked = mail_bot(processor, writer, store, "anna@example.org", "leave youth", NOW + 10)
+        assert "confirm" in asked and store.load().member("anna@example.org").lists == ("youth",)
     finally:
         writer.close()

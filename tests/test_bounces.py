@@ -133,7 +133,7 @@ class Box:
         assert isinstance(target, inbound.Target)
 
         async def process() -> str:
-            job = await self.processor.process(club, target, sender, raw, self.now)
+            job = await self.processor.process(club, target, sender, raw, self.now, authenticated=False)
             return await self.writer.run(job)
 
         return self.run(process())  # type: ignore[return-value]

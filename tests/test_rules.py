@@ -9,8 +9,19 @@ import pytest
 from clublist.club.model import ListenSection, MailingList, Member, PostingSection, Site, SiteSection
 from clublist.club.store import Club
 from clublist.mail import replies
+from clublist.mail.authentication import Authentication, Signature
 from clublist.mail.decorate import parse, sole_address
-from clublist.mail.rules import RULES, Post, Rule, Verdict, evaluate, may_post, refusal_reply
+from clublist.mail.rules import (
+    RULES,
+    Post,
+    Rule,
+    Verdict,
+    envelope_address,
+    envelope_refusal,
+    evaluate,
+    may_post,
+    refusal_reply,
+)
 
 YOUTH = MailingList("youth", title="Youth", posting="members", owners=("Coach@Myclub.org",))
 TEAM = MailingList("team", posting="club")
@@ -334,7 +345,15 @@ def test_moderation_leaves_other_lists_alone(club: Club) -> None:
 
 def test_rules_run_in_the_documented_order() -> None:
     names = [rule.name for rule in RULES]
-    assert names == ["size", "loop", "auto_submitted", "member", "daily_limit", "moderation"]
+    assert names == [
+        "size",
+        "loop",
+        "auto_submitted",
+        "member",
+        "authentication",
+        "daily_limit",
+        "moderation",
+    ]
     assert all(rule.description and "\n" not in rule.description for rule in RULES)
 
 
@@ -374,3 +393,105 @@ def test_a_raising_rule_propagates_to_the_caller(club: Club) -> None:
     with pytest.raises(RuntimeError, match="database is locked"):
         evaluate(post(club), rules)
     assert evaluate(post(club, size=5000), rules).rule == "size"  # rules before it still decide
+
+
+# --- authentication ------------------------------------------------------------
+
+
+def verdict_of(**changes: object) -> Authentication:
+    """What mail/authentication.py says of an unsigned post from outside gmail.com's SPF."""
+    values: dict[str, object] = {
+        "client_ip": "198.51.100.7",
+        "helo": "mx.example.net",
+        "spf": "fail",
+        "spf_domain": "gmail.com",
+        "spf_scope": "mailfrom",
+        "dkim": (),
+        "from_domain": "gmail.com",
+        "dmarc": "fail",
+        "dmarc_policy": "none",
+    }
+    values.update(changes)
+    return Authentication(**values)  # type: ignore[arg-type]
+
+
+def authenticated_post(club: Club, verdict: Authentication, mailing_list: MailingList = YOUTH) -> Post:
+    plain = post(club, mailing_list=mailing_list)
+    return Post(
+        *[
+            getattr(plain, f)
+            for f in (
+                "message",
+                "size",
+                "envelope_sender",
+                "mailing_list",
+                "club",
+                "author",
+                "posts_today",
+                "from_address",
+            )
+        ],
+        authentication=verdict,
+    )
+
+
+def test_an_aligned_pass_or_a_trusted_client_passes_the_authentication_rule(club: Club) -> None:
+    signed = verdict_of(dkim=(Signature("pass", "gmail.com"),), dmarc="pass", aligned=("dkim",))
+    assert check("authentication", authenticated_post(club, signed)) is None
+    assert check("authentication", post(club)) is None  # no verdict: listen.trusted_networks
+
+
+def test_an_unauthenticated_post_is_held_by_default(club: Club) -> None:
+    verdict = check("authentication", authenticated_post(club, verdict_of()))
+    assert verdict is not None and verdict.action == "hold"
+    assert "anna@gmail.com could not be authenticated" in verdict.reason and "spf=fail" in verdict.reason
+
+
+def test_posting_unauthenticated_refuse_and_accept(club: Club) -> None:
+    refusing = make_club(unauthenticated="refuse")
+    verdict = check("authentication", authenticated_post(refusing, verdict_of()))
+    assert verdict is not None and verdict.action == "reject" and verdict.reply.startswith("550 5.7.1 ")
+    accepting = make_club(unauthenticated="accept")
+    assert check("authentication", authenticated_post(accepting, verdict_of())) is None
+
+
+def test_a_list_may_override_posting_unauthenticated(club: Club) -> None:
+    relaxed = MailingList("youth", owners=YOUTH.owners, unauthenticated="accept")
+    assert check("authentication", authenticated_post(club, verdict_of(), relaxed)) is None
+
+
+def test_a_failing_reject_policy_is_refused_whatever_the_setting() -> None:
+    accepting = make_club(unauthenticated="accept")
+    verdict = check("authentication", authenticated_post(accepting, verdict_of(dmarc_policy="reject")))
+    assert verdict is not None and verdict.action == "reject"
+    assert verdict.reply.startswith("550 5.7.26 gmail.com publishes the DMARC policy p=reject")
+    testing = verdict_of(dmarc_policy="reject", dmarc_enforced=False)  # pct=0
+    assert check("authentication", authenticated_post(accepting, testing)) is None
+
+
+def test_dns_trouble_answers_451_never_a_refusal_or_an_accept() -> None:
+    accepting = make_club(unauthenticated="accept")
+    trouble = verdict_of(spf="temperror", dmarc="temperror", dmarc_policy=None)
+    verdict = check("authentication", authenticated_post(accepting, trouble))
+    assert verdict is not None and verdict.action == "reject" and verdict.reply.startswith("451 4.7.26 ")
+
+
+@pytest.mark.parametrize(
+    ("envelope", "address"),
+    [
+        ("prvs=1234abcd=anna@gmail.com", "anna@gmail.com"),
+        ("PRVS=0123456789=Anna@gmail.com", "Anna@gmail.com"),
+        ("SRS0=HHH=TT=gmail.com=anna@forwarder.example", "anna@gmail.com"),
+        ("SRS1=HHH=first.example==HHH=TT=gmail.com=anna@second.example", "anna@gmail.com"),
+        ("anna@gmail.com", "anna@gmail.com"),
+        ("prvs@example.org", "prvs@example.org"),
+    ],
+)
+def test_envelope_address_unwraps_batv_and_srs(envelope: str, address: str) -> None:
+    assert envelope_address(envelope) == address
+
+
+def test_a_wrapped_envelope_of_a_member_may_post(club: Club) -> None:
+    assert envelope_refusal(club, YOUTH, "prvs=1234abcd=anna@gmail.com") is None
+    assert envelope_refusal(club, YOUTH, "SRS0=x=y=gmail.com=anna@fwd.example") is None
+    assert envelope_refusal(club, YOUTH, "prvs=1234abcd=spammer@example.net") is not None

@@ -27,6 +27,14 @@ timezone = {timezone}
 # Where `clublist run` accepts mail: behind Postfix on a high port, or on port 25 itself.
 host = "127.0.0.1"
 port = 8025
+# Clients whose mail counts as authenticated without SPF or DKIM (a club machine that sends
+# its own mail).  Never 127.0.0.1 while Postfix is in front: every session comes from there.
+# trusted_networks = ["192.0.2.10"]
+
+[posting]
+# A member's post that its From domain neither sent (SPF) nor signed (DKIM): "hold" for the
+# owners, "accept", or "refuse".  A domain's own DMARC reject/quarantine is always obeyed.
+unauthenticated = "hold"
 
 [delivery]
 # "direct" looks up each domain's MX; "smarthost" hands everything to one relay (Postfix).

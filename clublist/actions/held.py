@@ -49,13 +49,19 @@ def _require(conn: sqlite3.Connection, club: Club, actor: Actor, held_id: int) -
     return post, bytes(row[7])
 
 
-def held_show(conn: sqlite3.Connection, club: Club, actor: Actor, held_id: int) -> tuple[HeldPost, str]:
-    """A held post and its text for reading (the first text part, at most 20,000 characters)."""
+def held_show(
+    conn: sqlite3.Connection, club: Club, actor: Actor, held_id: int
+) -> tuple[HeldPost, str, str]:
+    """A held post, its text for reading (the first text part, at most 20,000 characters) and
+    what SPF, DKIM and DMARC said of it (the first Authentication-Results, ours: the listener
+    puts it on top and removes any that claim its name)."""
     post, content = _require(conn, club, actor, held_id)
     message = email.message_from_bytes(content, policy=email.policy.default)
     body = message.get_body(("plain", "html")) if isinstance(message, EmailMessage) else None
     text = body.get_content() if body is not None else "(no text part)"
-    return post, text[:20_000]
+    results = message.get("Authentication-Results")
+    authentication = " ".join(str(results).split()) if results is not None else "(not recorded)"
+    return post, text[:20_000], authentication
 
 
 def held_approve(

@@ -178,8 +178,13 @@ class BounceProcessor:
         """Bounces come from <> or from postmaster addresses of every kind: all are taken."""
         return None
 
-    async def process(self, club: Club, target: Target, sender: str, message: bytes, now: float) -> CommitJob:
-        """Read a bounce; the job records its evidence, alerts, or forwards it to the administrator."""
+    async def process(
+        self, club: Club, target: Target, sender: str, message: bytes, now: float, *, authenticated: bool
+    ) -> CommitJob:
+        """Read a bounce; the job records its evidence, alerts, or forwards it to the administrator.
+
+        Bounces come from <>, so *authenticated* says nothing here: a bounce is believed only
+        when it matches a delivery clublist made (VERP token or a recent delivery)."""
         msg = email.message_from_bytes(message, policy=email.policy.default)
         if dsn.is_auto_reply(msg):
             return lambda conn: f"auto-reply from {sender or '<>'}, not a bounce: ignored"

@@ -47,13 +47,17 @@ def ls(app: App, as_json: bool) -> None:
 @json_option
 @pass_app
 def show(app: App, held_id: int, as_json: bool) -> None:
-    """Show a held post with its text.
+    """Show a held post with its text, why it was held and what SPF, DKIM and DMARC said.
 
     Example: clublist held show 12
     """
     conn = state.connect(app.state_path)
-    post, text = actions.held_show(conn, app.store.load(), app.actor, held_id)
-    record = render.to_plain(post) | {"created": _iso(post.created), "text": text}
+    post, text, authentication = actions.held_show(conn, app.store.load(), app.actor, held_id)
+    record = render.to_plain(post) | {
+        "created": _iso(post.created),
+        "authentication": authentication,
+        "text": text,
+    }
     if as_json:
         render.json_out(app, record)
     else:

@@ -160,6 +160,12 @@ class ListenSection:
     http_port: int = bounded(8080, 0, 65535)
     # Serve it as HTTPS with tls.cert; plain HTTP suits a reverse proxy that holds the certificate.
     http_tls: bool = False
+    # Clients whose mail counts as authenticated (a club machine that submits its own mail).
+    # Empty by default: behind Postfix every session comes from 127.0.0.1, so trusting
+    # loopback would trust the whole Internet; XFORWARD gives the real client instead.
+    trusted_networks: list[str] = field(default_factory=list)
+    # Peers whose XFORWARD (Postfix's smtpd_proxy_filter) names the real client.
+    trusted_proxies: list[str] = field(default_factory=lambda: ["127.0.0.1", "::1"])
 
 
 @dataclass(frozen=True)
@@ -169,6 +175,9 @@ class TLSSection:
     cert: str = ""
     key: str = ""
     require: bool = False
+    # "ask": request a client certificate (never require one), verify it against the system
+    # CAs and record the result; it says which server connected, not who wrote the post.
+    client_certificates: Literal["none", "ask"] = "none"
 
 
 @dataclass(frozen=True)
@@ -191,6 +200,7 @@ class DeliverySection:
     concurrency: int = bounded(50, 1)
     per_destination_concurrency: int = bounded(20, 1)
     timeout: int = bounded(60, 1)
+    dns_timeout: float = bounded(10.0, 0.1, 60)
     verp: bool = False
 
 
@@ -208,6 +218,9 @@ class PostingSection:
 
     daily_limit: int = 50
     daily_limit_reply: Literal["temporary", "permanent"] = "temporary"
+    # A member's post without an SPF or DKIM pass aligned with its From domain (a list may
+    # override this); a failing domain that publishes p=reject/quarantine is always refused.
+    unauthenticated: Literal["hold", "accept", "refuse"] = "hold"
 
 
 @dataclass(frozen=True)
@@ -293,6 +306,9 @@ def coerce_setting(key: str, value: Any) -> Any:
         raise ClublistError(f"unknown setting {key!r}; see 'clublist config show' for the keys")
     fields = {f.name: f for f in dataclasses.fields(typing.get_type_hints(Site)[section])}
     typed = _coerce(key, types_[name], value, fields[name].metadata.get("bounds"))
+    if key in ("listen.trusted_networks", "listen.trusted_proxies"):
+        for network in typed:
+            _check_network(key, network)
     if key == "delivery.smarthost" and typed and parse_hostport(typed, 25, what=key)[1] == 0:
         raise ClublistError(f"{key} port must be between 1 and 65535, not 0")
     return typed
@@ -350,6 +366,15 @@ def _coerce(key: str, hint: Any, value: Any, bounds: tuple[float, float | None] 
     return value
 
 
+def _check_network(key: str, text: str) -> None:
+    import ipaddress
+
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise ClublistError(f"{key}: {text!r} is not an IP address or network (e.g. 192.0.2.0/24)") from None
+
+
 def parse_hostport(text: str, default_port: int, *, what: str = "address") -> tuple[str, int]:
     """``host``, ``host:port`` or ``[v6]:port`` to a pair (port 0: any free port, for tests)."""
     host, port = text, str(default_port)
@@ -405,7 +430,7 @@ def site_advice(site: Site) -> list[Advice]:
     if site.tls.require and not site.tls.cert:
         advice.append(
             Advice(
-                "tls.require is true but tls.cert is empty, so the listener offers no TLS at all",
+                "tls.require is true but tls.cert is empty, so 'clublist run' refuses to start",
                 "set a certificate ('clublist config set tls.cert /etc/ssl/club/fullchain.pem' and tls.key) "
                 "or 'clublist config set tls.require false'",
             )
@@ -457,6 +482,8 @@ class MailingList:
     send_to_author: bool = True
     self_subscribe: bool = True
     archive_url: str = ""
+    # posting.unauthenticated for this list; "site" follows club.toml.
+    unauthenticated: Literal["site", "hold", "accept", "refuse"] = "site"
 
     @property
     def display_name(self) -> str:

@@ -2,36 +2,43 @@
 
 It holds no policy of its own.  RCPT asks :func:`route` what a local address
 is and :func:`rules.may_post` whether the sender may post there, so
-strangers are refused during the dialogue; DATA runs the posting rules,
-decorates, and commits the message with all its delivery rows in one
-transaction before answering 250.  Anything unexpected answers
-``451 4.3.0``: the sender keeps the message and tries again.
+strangers are refused during the dialogue; DATA checks who wrote the post
+(mail/authentication.py: SPF, DKIM, DMARC, for the client a trusted proxy
+names by XFORWARD), runs the posting rules, decorates, and commits the
+message with all its delivery rows in one transaction before answering 250.
+Anything unexpected answers ``451 4.3.0``: the sender keeps the message and
+tries again.
 
-Sending servers do not present client certificates, so TLS here only
-protects the transfer; who the sender is is the business of SPF, DKIM and
-DMARC, not of the TLS session.
+TLS protects the transfer.  With ``tls.client_certificates = "ask"`` a
+client certificate is requested (never required) and a verified subject is
+recorded in Received and Authentication-Results: it names the server that
+connected, which says nothing about who wrote the post, and most senders
+present none.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import ipaddress
 import logging
+import re
 import sqlite3
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.headerregistry import Address
 from email.utils import format_datetime
-from typing import Any, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, Envelope, Session, syntax
 
 from clublist.club.model import MailingList, Member, address_key, parse_address
 from clublist.club.store import Club
 from clublist.dns import Resolver
-from clublist.mail import decorate, moderation, replies, rules
+from clublist.mail import authentication, decorate, moderation, replies, rules
 from clublist.mail import enqueue as posting
 from clublist.state import queue
 from clublist.state.db import Writer
@@ -106,13 +113,15 @@ class MailProcessor(Protocol):
 
     ``refuse`` runs at RCPT; ``process`` runs at DATA and returns a job for
     the commit transaction (it may do its own work first, such as running
-    a command), whose return value is a note for the log.
+    a command), whose return value is a note for the log.  ``authenticated``
+    says that From is the sender and its domain passed SPF or DKIM in
+    alignment (or the client is in listen.trusted_networks).
     """
 
     def refuse(self, club: Club, target: Target, sender: str) -> str | None: ...
 
     async def process(
-        self, club: Club, target: Target, sender: str, message: bytes, now: float
+        self, club: Club, target: Target, sender: str, message: bytes, now: float, *, authenticated: bool
     ) -> CommitJob: ...
 
 
@@ -124,17 +133,40 @@ class SessionLimits:
     active: int = 0
 
 
-class Listener(SMTP):
-    """aiosmtpd's SMTP with a connection limit (aiosmtpd has none of its own)."""
+@dataclass(frozen=True)
+class Client:
+    """The machine that sent the message: the peer, or the one a trusted proxy named by XFORWARD."""
 
-    def __init__(self, handler: Any, *, limits: SessionLimits, **kwargs: Any) -> None:
+    address: str  # an IP address as text; "" when unknown
+    name: str = ""  # its reverse DNS name as the proxy found it; "" when unknown
+    helo: str = ""
+    protocol: str = ""  # "SMTP"/"ESMTP" as the proxy saw it; "" for our own session's
+    proxy: str = ""  # the proxy's address when XFORWARD named the client
+
+
+_XFORWARD_ATTRIBUTES = frozenset({"NAME", "ADDR", "PORT", "PROTO", "HELO", "IDENT", "SOURCE"})
+_XFORWARD_USED = "NAME ADDR PROTO HELO"
+_XTEXT = re.compile(r"\+([0-9A-Fa-f]{2})")
+
+
+class Listener(SMTP):
+    """aiosmtpd's SMTP with a connection limit (aiosmtpd has none of its own), Postfix's XFORWARD
+    for the peers in ``trusted_proxies``, and no AUTH: clublist takes mail from mail servers,
+    which do not log in, so it offers nothing a client could try and fail."""
+
+    def __init__(
+        self, handler: Any, *, limits: SessionLimits, trusted_proxies: Sequence[str] = (), **kwargs: Any
+    ) -> None:
         super().__init__(handler, **kwargs)
         self._limits = limits
         self._counted = False
+        self._trusted_proxies = tuple(trusted_proxies)
+        self._forwarded: dict[str, str] = {}
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         first = self.transport is None
         super().connection_made(transport)
+        self._forwarded = {}  # STARTTLS starts the session afresh (RFC 3207 4.2), XFORWARD too
         if first:
             self._counted = True
             self._limits.active += 1
@@ -148,37 +180,144 @@ class Listener(SMTP):
             self._limits.active -= 1
         super().connection_lost(error)
 
+    @property
+    def peer_address(self) -> str:
+        peer = self.session.peer if self.session is not None else None
+        return str(peer[0]) if isinstance(peer, tuple) else ""
+
+    @property
+    def xforward_allowed(self) -> bool:
+        """Whether this peer may name the real client (aiosmtpd's HELP asks too)."""
+        return bool(self._trusted_proxies) and authentication.trusted_client(
+            self.peer_address, self._trusted_proxies
+        )
+
+    def client(self) -> Client:
+        """The client as XFORWARD named it, else the peer itself."""
+        helo = self.session.host_name if self.session is not None else ""
+        forwarded = self._forwarded
+        if not forwarded:
+            return Client(_plain_ip(self.peer_address), helo=str(helo or ""))
+        return Client(
+            _plain_ip(forwarded.get("ADDR", "")),
+            forwarded.get("NAME", ""),
+            forwarded.get("HELO", ""),
+            forwarded.get("PROTO", ""),
+            proxy=self.peer_address,
+        )
+
+    @syntax("XFORWARD attribute=value ...", when="xforward_allowed")
+    async def smtp_XFORWARD(self, arg: str) -> None:
+        """Postfix's XFORWARD (XFORWARD_README): the real client's NAME, ADDR, PROTO and HELO."""
+        if not self.xforward_allowed:
+            await self.push(replies.XFORWARD_REFUSED)
+            return
+        if self.envelope is not None and self.envelope.mail_from:
+            await self.push(replies.XFORWARD_IN_TRANSACTION)
+            return
+        attributes: dict[str, str] = {}
+        for item in arg.split():
+            name, equals, value = item.partition("=")
+            if not equals or name.upper() not in _XFORWARD_ATTRIBUTES:
+                await self.push(replies.render(replies.XFORWARD_BAD_ATTRIBUTE, attribute=name))
+                return
+            value = _XTEXT.sub(lambda m: chr(int(m[1], 16)), value)
+            attributes[name.upper()] = "" if value.upper() in ("[UNAVAILABLE]", "[TEMPUNAVAIL]") else value
+        if not attributes:
+            await self.push(replies.XFORWARD_SYNTAX)
+            return
+        self._forwarded.update(attributes)
+        await self.push(replies.XFORWARD_OK)
+
+    async def smtp_AUTH(self, arg: str) -> None:
+        await self.push(replies.AUTH_NOT_OFFERED)
+
+
+def _plain_ip(address: str) -> str:
+    """``192.0.2.1`` from ``::ffff:192.0.2.1`` and ``2001:db8::1`` from XFORWARD's ``IPV6:2001:db8::1``;
+    "" for what is no IP address (a Unix socket, [UNAVAILABLE])."""
+    if address[:5].upper() == "IPV6:":
+        address = address[5:]
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return ""
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return str(ip)
+
 
 @dataclass(frozen=True)
 class Incoming:
-    """A message as DATA received it, read once for all its targets."""
+    """A message as DATA received it (our own Authentication-Results removed), read once for all
+    its targets."""
 
     raw: bytes
     message: decorate.ReceivedMessage  # header values as received; the rules and decoration read it
     from_address: Address | None  # the one address of its From header, None unless exactly one
     subject: str  # decoded, cut to 200 characters for the queue and the log
-    received: bytes  # our Received trace header, CRLF-terminated
 
     @classmethod
-    def read(cls, raw: bytes, received: bytes) -> Incoming:
+    def read(cls, raw: bytes) -> Incoming:
         message = decorate.parse(raw)
         subject = decorate.header_text(message.get("Subject", ""))[:200]
-        return cls(raw, message, decorate.sole_address(message, "From"), subject, received)
+        return cls(raw, message, decorate.sole_address(message, "From"), subject)
 
 
 @dataclass
-class Accepted:
-    """What DATA decided for one target, ready to commit."""
+class Transaction:
+    """What the handler keeps for one mail transaction (MAIL FROM to the end of DATA)."""
 
-    kind: str
+    club: Club  # one lists.d snapshot for the whole transaction
+    targets: list[Target] = field(default_factory=list)
+
+
+# --- what DATA decided for one target, ready to commit ------------------------------
+
+
+@dataclass(frozen=True)
+class Posted:
+    """A post to a list, decorated, with its recipients."""
+
+    kind: ClassVar[str] = "post"
     target: Target
-    recipients: list[str] = field(default_factory=list)
-    content: bytes = b""
-    held_reason: str = ""
-    author: str = ""
-    subject: str = ""
-    job: CommitJob | None = None
-    ready: posting.ReadyPost | None = None
+    ready: posting.ReadyPost  # decorated, with its recipients: what the queue takes
+
+
+@dataclass(frozen=True)
+class Held:
+    """A post kept for the list's owners, as received (with our trace headers)."""
+
+    kind: ClassVar[str] = "held"
+    target: Target
+    content: bytes
+    reason: str
+    sender: str
+    author: str
+    subject: str
+
+
+@dataclass(frozen=True)
+class Forwarded:
+    """Mail to a list's owners or to postmaster@/abuse@, passed on unchanged."""
+
+    kind: ClassVar[str] = "forward"
+    target: Target
+    recipients: tuple[str, ...]
+    content: bytes
+    subject: str
+
+
+@dataclass(frozen=True)
+class Processed:
+    """Mail the bot or the bounce processor read; its job runs in the commit."""
+
+    kind: ClassVar[str] = "processed"
+    target: Target
+    job: CommitJob
+
+
+Outcome = Posted | Held | Forwarded | Processed
 
 
 class InboundHandler:
@@ -207,11 +346,23 @@ class InboundHandler:
         self.processors = processors or {}
         self.clock = clock
         self.in_progress = 0  # messages between end of DATA and their reply
+        # aiosmtpd makes a new Envelope for every transaction; the entry goes with it.
+        self._transactions: weakref.WeakKeyDictionary[Envelope, Transaction] = weakref.WeakKeyDictionary()
 
     # aiosmtpd calls this for exceptions our wrappers did not catch.
     async def handle_exception(self, error: Exception) -> str:
         log.error("internal error in the SMTP session", exc_info=error)
         return replies.TEMPORARY_FAILURE
+
+    async def handle_EHLO(
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: list[str]
+    ) -> list[str]:
+        """No AUTH (mail servers do not log in); XFORWARD only for a trusted proxy."""
+        session.host_name = hostname
+        kept = [line for line in responses if not line[4:].upper().startswith("AUTH")]
+        if isinstance(server, Listener) and server.xforward_allowed:
+            kept.insert(len(kept) - 1, f"250-XFORWARD {_XFORWARD_USED}")
+        return kept
 
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, mail_options: list[str]
@@ -225,8 +376,7 @@ class InboundHandler:
                     return replies.BAD_SENDER_SYNTAX.format(sender=_printable(sender))
             envelope.mail_from = sender or "<>"  # aiosmtpd takes an empty one for "no MAIL yet"
             envelope.mail_options.extend(mail_options)
-            envelope.clublist_club = self.club()  # type: ignore[attr-defined]  # one snapshot per transaction
-            envelope.clublist_targets = []  # type: ignore[attr-defined]
+            self._transactions[envelope] = Transaction(self.club())
             return replies.SENDER_OK
         except Exception:
             log.exception("internal error at MAIL FROM")
@@ -236,8 +386,8 @@ class InboundHandler:
         self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
     ) -> str:
         try:
-            club: Club = envelope.clublist_club  # type: ignore[attr-defined]
-            targets: list[Target] = envelope.clublist_targets  # type: ignore[attr-defined]
+            transaction = self._transactions[envelope]
+            club = transaction.club
             if len(envelope.rcpt_tos) >= club.site.listen.max_recipients:
                 return replies.TOO_MANY_RECIPIENTS
             target = route(club, address)
@@ -250,14 +400,18 @@ class InboundHandler:
                 return refusal
             envelope.rcpt_tos.append(address)
             envelope.rcpt_options.extend(rcpt_options)
-            targets.append(target)
+            transaction.targets.append(target)
             return replies.RECIPIENT_OK
         except Exception:
             log.exception("internal error at RCPT TO")
             return replies.TEMPORARY_FAILURE
 
     def _refuse_sender(self, club: Club, target: Target, sender: str) -> str | None:
-        """The reply refusing *sender* for *target*, or None to accept (more checks at DATA)."""
+        """The reply refusing *sender* for *target*, or None to accept (more checks at DATA).
+
+        For a list, the envelope sender must be someone who may post there, after unwrapping
+        BATV and SRS (rules.envelope_address); who wrote the post is decided at DATA, by From.
+        """
         if target.kind in ("admin", "owner"):
             return None  # postmaster@ and the owners must always be reachable
         if target.kind in ("bot", "bounce"):
@@ -268,12 +422,12 @@ class InboundHandler:
         if not sender:
             return replies.NULL_SENDER_NOT_ALLOWED
         assert target.mailing_list is not None
-        return rules.refusal_reply(club, target.mailing_list, sender)
+        return rules.envelope_refusal(club, target.mailing_list, sender)
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         self.in_progress += 1
         try:
-            return await self._data(session, envelope)
+            return await self._data(server, session, envelope)
         except RecursionError:
             log.warning("refused message from %s: MIME nested too deeply", envelope.mail_from)
             return replies.TOO_DEEPLY_NESTED
@@ -283,43 +437,104 @@ class InboundHandler:
         finally:
             self.in_progress -= 1
 
-    async def _data(self, session: Session, envelope: Envelope) -> str:
-        club: Club = envelope.clublist_club  # type: ignore[attr-defined]
-        targets: list[Target] = envelope.clublist_targets  # type: ignore[attr-defined]
-        raw = envelope.original_content or b""
-        hops = _hops(raw)
+    async def _data(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        transaction = self._transactions.pop(envelope)
+        club, targets = transaction.club, transaction.targets
+        original = envelope.original_content or b""
+        hops = _hops(original)
         if hops > MAX_HOPS:
             log.warning("refused message from %s: %d Received headers, a mail loop", envelope.mail_from, hops)
             return replies.TOO_MANY_HOPS
-        incoming = Incoming.read(raw, self._received(session, envelope))
-        accepted: list[Accepted] = []
+        client = server.client() if isinstance(server, Listener) else Client(_peer_address(session))
+        certificate = _client_certificate(session) if club.site.tls.client_certificates == "ask" else None
+        incoming = Incoming.read(authentication.remove_own_results(original, self._authserv_ids(club)))
+        verdict, trusted = await self._authenticate(club, targets, client, envelope, incoming, certificate)
+        trace = self._received(session, client, certificate) + self._results(club, client, verdict, trusted)
+        outcomes: list[Outcome] = []
         covered: set[str] = set()
         # Posts first: a refusal must come before the bot has acted on the same message.
         for target in sorted(targets, key=lambda t: t.kind != "post"):
             if target.kind == "post":
-                result = await self._post(club, target, envelope, incoming, covered)
+                result = await self._post(club, target, envelope, incoming, trace, verdict, covered)
                 if isinstance(result, str):
                     log.info("refused post to %s from %s: %s", target.address, envelope.mail_from, result)
                     return result
                 if result is not None:
-                    accepted.append(result)
+                    outcomes.append(result)
             elif target.kind in self.processors:
                 processor = self.processors[target.kind]
-                job = await processor.process(club, target, _sender(envelope), raw, self.clock())
-                accepted.append(Accepted(target.kind, target, job=job))
+                authenticated = trusted or self._author_authenticated(incoming, envelope, verdict)
+                job = await processor.process(
+                    club, target, _sender(envelope), incoming.raw, self.clock(), authenticated=authenticated
+                )
+                outcomes.append(Processed(target, job))
             else:
-                accepted.append(self._forward(club, target, incoming))
-        if not accepted:
+                outcomes.append(self._forward(club, target, incoming, trace))
+        if not outcomes:
             log.info("discarded message from %s to %s", envelope.mail_from, ", ".join(envelope.rcpt_tos))
             return replies.DISCARDED
-        queue_ids = await self._commit(club, envelope, accepted)
-        outcome = [
-            f"{a.target.address}: {a.kind} {q or '(no recipients)'}"
-            for a, q in zip(accepted, queue_ids, strict=True)
+        queue_ids = await self._commit(club, outcomes)
+        summary = [
+            f"{o.target.address}: {o.kind} {q or '(no recipients)'}"
+            for o, q in zip(outcomes, queue_ids, strict=True)
         ]
-        log.info("accepted message from %s: %s", envelope.mail_from, "; ".join(outcome))
+        log.info("accepted message from %s: %s", envelope.mail_from, "; ".join(summary))
         self.on_queued()
-        return replies.OK_QUEUED.format(queue_id=",".join(q for q in queue_ids if q))
+        reply = replies.HELD if all(isinstance(o, Held) for o in outcomes) else replies.OK_QUEUED
+        return reply.format(queue_id=",".join(q for q in queue_ids if q))
+
+    async def _authenticate(
+        self,
+        club: Club,
+        targets: list[Target],
+        client: Client,
+        envelope: Envelope,
+        incoming: Incoming,
+        certificate: str | None,
+    ) -> tuple[authentication.Authentication | None, bool]:
+        """SPF, DKIM and DMARC for a message to a list or the bot (the only ones that ask who
+        wrote it), and whether the client is trusted (listen.trusted_networks: no check)."""
+        if authentication.trusted_client(client.address, club.site.listen.trusted_networks):
+            return None, True
+        if not any(t.kind in ("post", "bot") for t in targets):
+            return None, False
+        from_domain = incoming.from_address.domain if incoming.from_address else ""
+        verdict = await authentication.authenticate(
+            envelope.original_content or b"",
+            client_ip=client.address,
+            helo=client.helo,
+            mail_from=_sender(envelope),
+            from_domain=from_domain,
+            resolver=self.resolver,
+            client_certificate=certificate or "",
+        )
+        log.info("authentication of %s from %s: %s", envelope.mail_from, client.address, verdict.summary())
+        return verdict, False
+
+    @staticmethod
+    def _author_authenticated(
+        incoming: Incoming, envelope: Envelope, verdict: authentication.Authentication | None
+    ) -> bool:
+        """For the bot: From's domain passed, and From is the envelope sender the bot answers."""
+        author = incoming.from_address
+        if verdict is None or not verdict.authenticated or author is None:
+            return False
+        return address_key(author.addr_spec) == address_key(rules.envelope_address(_sender(envelope)))
+
+    def _authserv_ids(self, club: Club) -> tuple[str, ...]:
+        """The names our Authentication-Results speak for; an incoming one that claims them is forged."""
+        return (self.hostname, club.site.domain)
+
+    def _results(
+        self, club: Club, client: Client, verdict: authentication.Authentication | None, trusted: bool
+    ) -> bytes:
+        """Our Authentication-Results header (RFC 8601), or nothing when no check ran."""
+        if verdict is not None:
+            return verdict.header(self.hostname)
+        if trusted:
+            note = f"{client.address} is in listen.trusted_networks"
+            return f"Authentication-Results: {self.hostname}; none ({note})\r\n".encode("ascii", "replace")
+        return b""
 
     async def _post(
         self,
@@ -327,9 +542,11 @@ class InboundHandler:
         target: Target,
         envelope: Envelope,
         incoming: Incoming,
+        trace: bytes,
+        verdict: authentication.Authentication | None,
         covered: set[str],
-    ) -> Accepted | str | None:
-        """Rules then decoration for one list: an Accepted, a refusal reply, or None (discarded)."""
+    ) -> Posted | Held | str | None:
+        """Rules then decoration for one list: a post, a hold, a refusal reply, or None (discarded)."""
         mailing_list = target.mailing_list
         assert mailing_list is not None
         author = _author(club, incoming.from_address, _sender(envelope))
@@ -342,23 +559,24 @@ class InboundHandler:
             author=author,
             posts_today=self._posts_today(club, author),
             from_address=incoming.from_address,
+            authentication=verdict,
         )
-        verdict = rules.evaluate(post, self.rules)
-        log.debug("rule %s: %s (%s)", verdict.rule, verdict.action, verdict.reason)
-        if verdict.action == "reject":
-            return verdict.reply
-        if verdict.action == "discard":
-            log.info("discarded post to %s: %s", mailing_list.name, verdict.reason)
+        decision = rules.evaluate(post, self.rules)
+        log.debug("rule %s: %s (%s)", decision.rule, decision.action, decision.reason)
+        if decision.action == "reject":
+            return decision.reply
+        if decision.action == "discard":
+            log.info("discarded post to %s: %s", mailing_list.name, decision.reason)
             return None
         author_key = author.key if author else address_key(_sender(envelope))
-        if verdict.action == "hold":
-            return Accepted(
-                "held",
+        if decision.action == "hold":
+            return Held(
                 target,
-                content=incoming.received + incoming.raw,
-                held_reason=verdict.reason,
-                author=author_key,
-                subject=incoming.subject,
+                trace + incoming.raw,
+                decision.reason,
+                _sender(envelope),
+                author_key,
+                incoming.subject,
             )
         from_address = incoming.from_address
         rewrite = await posting.rewrite_from(self.resolver, mailing_list, incoming.message, from_address)
@@ -372,18 +590,17 @@ class InboundHandler:
             from_address=from_address,
             author_key=author_key,
             covered=covered,
-            trace=incoming.received,
+            trace=trace,
         )
-        return Accepted("post", target, ready.recipients, ready.content, ready=ready)
+        return Posted(target, ready)
 
-    def _forward(self, club: Club, target: Target, incoming: Incoming) -> Accepted:
+    def _forward(self, club: Club, target: Target, incoming: Incoming, trace: bytes) -> Forwarded:
         """Owner and postmaster mail goes on unchanged (so its DKIM signature still holds)."""
         if target.kind == "owner" and target.mailing_list is not None and target.mailing_list.owners:
-            recipients = list(target.mailing_list.owners)
+            recipients: tuple[str, ...] = target.mailing_list.owners
         else:
-            recipients = [club.site.site.admin]
-        content = incoming.received + incoming.raw
-        return Accepted("forward", target, recipients, content, subject=incoming.subject)
+            recipients = (club.site.site.admin,)
+        return Forwarded(target, recipients, trace + incoming.raw, incoming.subject)
 
     def _posts_today(self, club: Club, author: Member | None) -> int:
         """The author's posts today, read only when a daily limit applies (a query on the event loop)."""
@@ -391,69 +608,101 @@ class InboundHandler:
             return 0
         return posting.posts_today(self.reader, author.key, self.clock())
 
-    async def _commit(self, club: Club, envelope: Envelope, accepted: list[Accepted]) -> list[str]:
+    async def _commit(self, club: Club, outcomes: list[Outcome]) -> list[str]:
         """One transaction for everything the message became; shielded so a hang-up cannot cut it."""
         now = self.clock()
 
+        def commit_one(conn: sqlite3.Connection, outcome: Outcome) -> str:
+            mailing_list = outcome.target.mailing_list
+            if isinstance(outcome, Processed):
+                return outcome.job(conn)
+            if isinstance(outcome, Held):
+                assert mailing_list is not None
+                held_id = moderation.hold(
+                    conn,
+                    club,
+                    mailing_list,
+                    sender=outcome.sender,
+                    author=outcome.author,
+                    subject=outcome.subject,
+                    reason=outcome.reason,
+                    content=outcome.content,
+                    now=now,
+                )
+                return f"held:{held_id}"
+            if isinstance(outcome, Posted):
+                return (
+                    posting.enqueue_post(conn, club, outcome.ready, now) if outcome.ready.recipients else ""
+                )
+            if not outcome.recipients:
+                return ""
+            return queue.enqueue(
+                conn,
+                kind="forward",
+                sender=club.site.bounce_address,
+                recipients=list(outcome.recipients),
+                content=outcome.content,
+                now=now,
+                subject=outcome.subject,
+            )
+
         def job(conn: sqlite3.Connection) -> list[str]:
-            ids = []
-            for item in accepted:
-                mailing_list = item.target.mailing_list
-                if item.job is not None:
-                    ids.append(item.job(conn))
-                elif item.kind == "held":
-                    assert mailing_list is not None
-                    held_id = moderation.hold(
-                        conn,
-                        club,
-                        mailing_list,
-                        sender=_sender(envelope),
-                        author=item.author,
-                        subject=item.subject,
-                        reason=item.held_reason,
-                        content=item.content,
-                        now=now,
-                    )
-                    ids.append(f"held:{held_id}")
-                elif not item.recipients:
-                    ids.append("")
-                elif item.kind == "post":
-                    assert mailing_list is not None
-                    assert item.ready is not None
-                    ids.append(posting.enqueue_post(conn, club, item.ready, now))
-                else:
-                    ids.append(
-                        queue.enqueue(
-                            conn,
-                            kind="forward",
-                            sender=club.site.bounce_address,
-                            recipients=item.recipients,
-                            content=item.content,
-                            now=now,
-                            subject=item.subject,
-                        )
-                    )
-            return ids
+            return [commit_one(conn, outcome) for outcome in outcomes]
 
         return await asyncio.shield(self.writer.run(job))
 
-    def _received(self, session: Session, envelope: Envelope) -> bytes:
-        """Our Received trace header (RFC 5321 4.4), with the TLS version and cipher when used."""
-        peer = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer)
-        helo = _printable(session.host_name or "unknown")
-        protocol = "ESMTP" if session.extended_smtp else "SMTP"
+    def _received(self, session: Session, client: Client, certificate: str | None) -> bytes:
+        """Our Received trace header (RFC 5321 4.4): the client (as XFORWARD named it, through
+        which proxy), the TLS version and cipher, and the client certificate when asked for."""
+        helo = _printable(client.helo or "unknown")
+        name = f"{_printable(client.name)} " if client.name else ""
+        peer = f"({name}[{client.address or 'unknown'}])"
+        if client.proxy:
+            peer += f"\r\n\t(via proxy [{client.proxy}])"
+        protocol = (
+            _printable(client.protocol) if client.protocol else ("ESMTP" if session.extended_smtp else "SMTP")
+        )
         tls = ""
         if session.ssl:
             cipher = session.ssl.get("cipher")
             if cipher:
-                protocol += "S"
+                protocol += "S" if not protocol.endswith("S") else ""
                 tls = f" ({cipher[1]} cipher {cipher[0]})"
+            if certificate is not None:
+                tls += f"\r\n\t(client certificate: {_printable(certificate) or 'none'})"
         stamp = _date(int(self.clock()))
         header = (
-            f"Received: from {helo} ([{peer}])\r\n\tby {self.hostname} (clublist) with {protocol}{tls};\r\n"
+            f"Received: from {helo} {peer}\r\n\tby {self.hostname} (clublist) with {protocol}{tls};\r\n"
             f"\t{stamp}\r\n"
         )
         return header.encode("ascii", "replace")
+
+
+def _peer_address(session: Session) -> str:
+    return _plain_ip(str(session.peer[0])) if isinstance(session.peer, tuple) else ""
+
+
+def _client_certificate(session: Session) -> str:
+    """The subject (and DNS names) of the client's certificate if it verified against the
+    system CAs, else "" (aiosmtpd keeps what the TLS handshake found in ``session.ssl``)."""
+    certificate = session.ssl.get("peercert") if session.ssl else None
+    if not certificate:
+        return ""
+    subject = ",".join(
+        f"{_SUBJECT_NAMES.get(key, key)}={value}"
+        for rdn in certificate.get("subject", ())
+        for key, value in rdn
+    )
+    names = [f"DNS:{value}" for kind, value in certificate.get("subjectAltName", ()) if kind == "DNS"][:3]
+    return " ".join([subject, *names]).strip()
+
+
+_SUBJECT_NAMES = {
+    "commonName": "CN",
+    "organizationName": "O",
+    "countryName": "C",
+    "organizationalUnitName": "OU",
+}
 
 
 @functools.lru_cache(maxsize=1)

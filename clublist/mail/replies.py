@@ -23,13 +23,25 @@ DISCARDED: Final[str] = "250 2.0.0 Message accepted but not distributed to the l
 # --- 4xx: try again later ----------------------------------------------------
 SHUTTING_DOWN: Final[str] = "421 4.3.2 Service shutting down, please try again later"
 TOO_MANY_CONNECTIONS: Final[str] = "421 4.7.0 Too many connections, please try again later"
+XFORWARD_OK: Final[str] = "250 2.0.0 Ok"
 DAILY_LIMIT_TEMPORARY: Final[str] = (
     "450 4.7.1 {sender} has reached the limit of {limit} posts a day; please try again tomorrow"
 )
 TEMPORARY_FAILURE: Final[str] = "451 4.3.0 Temporary failure inside clublist, please try again later"
+# DNS trouble while checking SPF, DKIM or DMARC: never a refusal, never a silent accept.
+AUTHENTICATION_TEMPORARY: Final[str] = (
+    "451 4.7.26 Could not check who sent this message ({reason}); please try again later"
+)
 TOO_MANY_RECIPIENTS: Final[str] = "452 4.5.3 Too many recipients"
 
 # --- 5xx: refused ------------------------------------------------------------
+XFORWARD_SYNTAX: Final[str] = "501 5.5.4 Syntax: XFORWARD attribute=value ..."
+XFORWARD_BAD_ATTRIBUTE: Final[str] = "501 5.5.4 Bad XFORWARD attribute name: {attribute}"
+AUTH_NOT_OFFERED: Final[str] = (
+    "502 5.5.1 AUTH is not offered here: this server takes mail from mail servers, not from mail programs"
+)
+XFORWARD_IN_TRANSACTION: Final[str] = "503 5.5.1 XFORWARD is not allowed within a mail transaction"
+XFORWARD_REFUSED: Final[str] = "550 5.7.0 XFORWARD is accepted only from listen.trusted_proxies"
 TLS_REQUIRED: Final[str] = "530 5.7.0 Must issue a STARTTLS command first"
 UNKNOWN_RECIPIENT: Final[str] = "550 5.1.1 {address}: no such list or address here"
 RELAY_DENIED: Final[str] = "550 5.7.1 Relaying denied: {address} is not a local address"
@@ -42,8 +54,12 @@ DAILY_LIMIT_PERMANENT: Final[str] = (
 NULL_SENDER_NOT_ALLOWED: Final[str] = (
     "550 5.7.1 Mail from the null sender <> is not posted; bounces are accepted only at the bounce address"
 )
+# {reason} comes from rules.check_authentication: which member, and what SPF/DKIM/DMARC said.
 SENDER_AUTH_FAILED: Final[str] = "550 5.7.1 Sender authentication failed: {reason}"
-DMARC_FAIL: Final[str] = "550 5.7.26 Message fails the DMARC policy of {domain}; it was not posted"
+DMARC_FAIL: Final[str] = (
+    "550 5.7.26 {domain} publishes the DMARC policy p={policy} and this message was neither sent nor "
+    "signed by {domain}'s own mail servers; it was not posted"
+)
 TOO_LARGE: Final[str] = "552 5.3.4 Message too big (limit {limit} bytes)"
 BAD_RECIPIENT_SYNTAX: Final[str] = "553 5.1.3 {address} is not a valid recipient address"
 BAD_SENDER_SYNTAX: Final[str] = "553 5.1.7 {sender} is not a valid sender address"

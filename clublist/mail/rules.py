@@ -3,32 +3,43 @@
 The SMTP handler builds a :class:`Post` once the message is in and calls :func:`evaluate`;
 the first rule with something to say decides (accept, hold, reject or discard), as in
 Mailman's chains.  :func:`may_post` is the posting policy itself; the handler asks it at
-RCPT time too, so the SMTP dialogue and the DATA rules never disagree.
+RCPT time too (for the envelope sender, unwrapped from BATV and SRS by
+:func:`envelope_address`), so the SMTP dialogue and the DATA rules never disagree.
+
+The author of a post is the member its From names; whether that From is true is the
+"authentication" rule's question (SPF, DKIM and DMARC, from mail/authentication.py).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from email.headerregistry import Address
 from email.message import Message
 from email.utils import getaddresses
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from clublist.club.model import MailingList, Member, address_key
 from clublist.club.store import Club
 from clublist.mail.decorate import header_text, list_id
 from clublist.mail.replies import (
+    AUTHENTICATION_TEMPORARY,
     DAILY_LIMIT_PERMANENT,
     DAILY_LIMIT_TEMPORARY,
     DISCARDED,
+    DMARC_FAIL,
     HELD,
     NOT_A_MEMBER,
     NOT_ALLOWED_TO_POST,
     OK_QUEUED,
+    SENDER_AUTH_FAILED,
     TOO_LARGE,
     render,
 )
+
+if TYPE_CHECKING:  # the checks' libraries load with the daemon, not with every command that reads rules
+    from clublist.mail.authentication import Authentication
 
 Action = Literal["accept", "hold", "reject", "discard"]
 
@@ -49,6 +60,8 @@ class Post:
     author: Member | None  # the member the header From (or envelope sender) belongs to
     posts_today: int  # the author's posts accepted today; 0 when no daily limit applies (not looked up)
     from_address: Address | None  # decorate.sole_address(message, "From"): None unless exactly one
+    # What SPF, DKIM and DMARC said; None when the client is trusted (listen.trusted_networks).
+    authentication: Authentication | None = None
 
 
 @dataclass(frozen=True)
@@ -109,6 +122,28 @@ def refusal_reply(club: Club, mailing_list: MailingList, address: str) -> str | 
     return render(NOT_ALLOWED_TO_POST, reason=reason)
 
 
+_BATV = re.compile(r"prvs=[0-9A-Za-z]+=(?P<local>.+)", re.IGNORECASE)
+_SRS0 = re.compile(r"SRS0[=+-][^=]*=[^=]*=(?P<domain>[^=]+)=(?P<local>.+)", re.IGNORECASE)
+_SRS1 = re.compile(r"SRS1[=+-][^=]*=[^=]*==[^=]*=[^=]*=(?P<domain>[^=]+)=(?P<local>.+)", re.IGNORECASE)
+
+
+def envelope_address(envelope_sender: str) -> str:
+    """The sender's own address inside a BATV (``prvs=TAG=anna@example.org``) or SRS
+    (``SRS0=HASH=TT=example.org=anna@forwarder.example``) envelope sender; else the sender.
+
+    The tags are not verified (only the address's owner could): this only lets a member's
+    rewritten envelope reach DATA, where the post itself must authenticate.
+    """
+    local, at, domain = envelope_sender.rpartition("@")
+    if not at:
+        return envelope_sender
+    if match := _BATV.fullmatch(local):
+        return f"{match['local']}@{domain}"
+    if match := _SRS1.fullmatch(local) or _SRS0.fullmatch(local):
+        return f"{match['local']}@{match['domain']}"
+    return envelope_sender
+
+
 def is_privileged(club: Club, mailing_list: MailingList, address: str) -> bool:
     """The site administrator, an admin member or one of the list's owners, by any of their addresses."""
     if not address:
@@ -164,16 +199,57 @@ def check_auto_submitted(post: Post) -> Verdict | None:
 
 
 def check_member(post: Post) -> Verdict | None:
-    """Both the header From and the envelope sender must be allowed to post to the list."""
+    """The author in From must be allowed to post to the list, and so must the envelope sender
+    (as RCPT checked it: unwrapped from BATV and SRS, which a member's provider or forwarder
+    may have wrapped it in).  They need not be the same member."""
     author = post.from_address
     if author is None:
         reason = "the message must have exactly one address in its From header"
         return _reject("member", render(NOT_ALLOWED_TO_POST, reason=reason))
-    for address in (author.addr_spec, post.envelope_sender):
-        reply = refusal_reply(post.club, post.mailing_list, address)
-        if reply is not None:
-            return _reject("member", reply)
-    return None
+    reply = refusal_reply(post.club, post.mailing_list, author.addr_spec)
+    if reply is None:
+        reply = envelope_refusal(post.club, post.mailing_list, post.envelope_sender)
+    return None if reply is None else _reject("member", reply)
+
+
+def envelope_refusal(club: Club, mailing_list: MailingList, envelope_sender: str) -> str | None:
+    """The reply refusing an envelope sender for *mailing_list*, or None: it, or the address
+    inside its BATV or SRS wrapping, must be allowed to post."""
+    unwrapped = envelope_address(envelope_sender)
+    reply = refusal_reply(club, mailing_list, unwrapped)
+    if reply is not None and unwrapped != envelope_sender:
+        return refusal_reply(club, mailing_list, envelope_sender)
+    return reply
+
+
+def check_authentication(post: Post) -> Verdict | None:
+    """A post must come from its author's own domain: an SPF or DKIM pass aligned with From.
+
+    DNS trouble answers 451 so the sender retries; a domain that fails its own DMARC
+    policy of reject or quarantine is refused, as its owner asked; any other post without
+    an aligned pass goes as posting.unauthenticated says (the list's setting, else the site's).
+    """
+    result = post.authentication
+    if result is None or result.authenticated:
+        return None
+    if result.temperror:
+        reason = "DNS did not answer in time for SPF, DKIM or DMARC"
+        return _reject("authentication", render(AUTHENTICATION_TEMPORARY, reason=reason))
+    if result.refused_by_policy:
+        reply = render(DMARC_FAIL, domain=result.from_domain, policy=result.dmarc_policy)
+        return _reject("authentication", reply)
+    setting = post.mailing_list.unauthenticated
+    if setting == "site":
+        setting = post.club.site.posting.unauthenticated
+    if setting == "accept":
+        return None
+    reason = (
+        f"{_poster(post)} could not be authenticated: no SPF or DKIM pass for the From domain "
+        f"({result.summary()})"
+    )
+    if setting == "refuse":
+        return _reject("authentication", render(SENDER_AUTH_FAILED, reason=reason))
+    return Verdict("hold", "authentication", reason, HELD)
 
 
 def check_daily_limit(post: Post) -> Verdict | None:
@@ -208,6 +284,11 @@ RULES: tuple[Rule, ...] = (
     Rule("loop", "discard posts that already carry this list's List-Id or X-Loop", check_loop),
     Rule("auto_submitted", "discard auto-replies and bulk mail (RFC 3834, Precedence)", check_auto_submitted),
     Rule("member", "refuse posts from anyone the list's posting policy does not allow", check_member),
+    Rule(
+        "authentication",
+        "refuse, hold or accept posts whose From domain did not send or sign them (posting.unauthenticated)",
+        check_authentication,
+    ),
     Rule("daily_limit", "refuse posts beyond the author's daily limit", check_daily_limit),
     Rule("moderation", "hold posts to moderated lists for the owners", check_moderation),
 )

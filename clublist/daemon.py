@@ -235,7 +235,8 @@ class Daemon:
             return None
         from clublist.oneclick import OneClickServer
 
-        tls = self.tls_context if site.listen.http_tls else None
+        # Its own context: a browser must never be asked for a certificate (tls.client_certificates).
+        tls = self._tls_context(site, ask_clients=False) if site.listen.http_tls else None
         if site.listen.http_tls and tls is None:
             raise ClublistError("listen.http_tls = true needs tls.cert (and tls.key)")
         server = OneClickServer(
@@ -268,7 +269,7 @@ class Daemon:
         return site.listen.hostname or site.domain
 
     @staticmethod
-    def _tls_context(site: Site) -> ssl.SSLContext | None:
+    def _tls_context(site: Site, *, ask_clients: bool = True) -> ssl.SSLContext | None:
         """The STARTTLS context; with tls.client_certificates = "ask" it requests a client
         certificate and verifies it against the system CAs (a sender that presents one which
         does not verify fails the handshake, as with any server that asks)."""
@@ -284,7 +285,7 @@ class Daemon:
             context.load_cert_chain(site.tls.cert, site.tls.key or None)
         except (OSError, ssl.SSLError) as exc:
             raise ClublistError(f"cannot load tls.cert/tls.key: {exc}") from None
-        if site.tls.client_certificates == "ask":
+        if ask_clients and site.tls.client_certificates == "ask":
             context.verify_mode = ssl.CERT_OPTIONAL
             context.load_default_certs(ssl.Purpose.CLIENT_AUTH)
         return context

@@ -19,7 +19,7 @@ from mta import RemoteMTA, Transaction
 from test_signing import DnsFunc, clublist, dns_lookup, received
 
 from clublist.actions import Actor
-from clublist.actions.config import init_club
+from clublist.actions.config import config_set, init_club
 from clublist.actions.lists import list_create
 from clublist.actions.members import member_add
 from clublist.club.store import Store
@@ -34,6 +34,7 @@ def club(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     directory, state = root / "lists.d", root / "var" / "clublist.sqlite3"
     init_club(directory, "myclub.org", "admin@myclub.org", "My Club", "Europe/Berlin")
     store, shell = Store(directory), Actor.shell()
+    config_set(store, shell, "listen.trusted_networks", ["127.0.0.0/8"])  # posts from here count
     list_create(store, shell, "youth", prefix="[Youth]")
     list_create(store, shell, "board", owners=["admin@myclub.org"])
     member_add(store, shell, "anna@example.org", "Anna", ("youth", "board"))

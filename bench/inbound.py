@@ -22,12 +22,21 @@ For information: the CPU time per message of each process during the
 burst (from /proc), and (``--isolate``, on by default) clublist once more
 with its smarthost hung (the sink accepts TCP but never greets), so the
 worker sends nothing and the figure is acceptance alone.
+
+The posts above come from a trusted network (listen.trusted_networks), so
+clublist checks no SPF, DKIM or DMARC: the figure of earlier versions.
+``--verify`` (on by default) runs clublist once more with loopback untrusted
+and every post DKIM-signed by the author's domain (key made here, p=reject,
+an SPF record that fails the client), the loopback DNS responder of the
+tests (tests/dnsserver.py) as its resolver and the cache warm; the
+difference in time and CPU per message is the cost of verification.
 """
 
 from __future__ import annotations
 
 import functools
 import smtplib
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -58,6 +67,10 @@ from benchlib import (
     write_json,
 )
 from fanout import wait_settled
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from authkeys import DKIMKey, domain_records  # the tests' keys and loopback DNS responder
+from dnsserver import DNSServer
 
 LIST_SIZE = 3
 LIST_ADDRESS = f"youth@{DOMAIN}"
@@ -210,6 +223,44 @@ def isolated(
     return runs
 
 
+def verified(
+    root: Path, reps: int, send: Callable[..., Burst], batches: Callable[[int], list[list[bytes]]]
+) -> list[Burst]:
+    """clublist checking SPF, every DKIM signature and DMARC on each post, with a warm DNS cache."""
+    key = DKIMKey.generate()
+    records = domain_records(MEMBER_DOMAIN, spf="v=spf1 -all", dmarc="v=DMARC1; p=reject", key=key)
+
+    def signed(rep: int) -> list[list[bytes]]:
+        return [[key.sign(message, MEMBER_DOMAIN) for message in batch] for batch in batches(rep)]
+
+    runs: list[Burst] = []
+    with DNSServer(records) as dns, SinkProcess() as sink:
+        settings = {
+            "posting.daily_limit": "0",
+            "listen.trusted_networks": "",
+            "delivery.dns_servers": LOOPBACK,
+            "delivery.dns_port": str(dns.port),
+        }
+        club = make_club(root / "verified", {"youth": LIST_SIZE}, settings=settings)
+        with DaemonProcess(club, smarthost=f"{LOOPBACK}:{sink.port}") as daemon:
+            warm = send(daemon.port, signed(-3), sender=club.author)  # also fills the DNS cache
+            if warm.refused:
+                raise RuntimeError(f"verified posts were refused: {warm.refused[:3]}")
+            accepted = warm.messages
+            for rep in range(reps):
+                messages = signed(200 + rep)
+                run = send(daemon.port, messages, sender=club.author, watch={"daemon": daemon.pid})
+                runs.append(run)
+                accepted += run.messages
+                wait_settled(club.state, accepted * LIST_SIZE, 300)
+                say(
+                    f"  verified rep {rep + 1}: {run.messages} in {run.seconds:.3f} s;"
+                    f" {run.rate:,.0f} msg/s; CPU ms/msg: {run.cpu_text()}"
+                )
+                show_refusals(run)
+    return runs
+
+
 def main() -> None:
     parser = argument_parser(__doc__)
     parser.add_argument("--clients", type=int, default=4)
@@ -218,6 +269,9 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument(
         "--no-isolate", dest="isolate", action="store_false", help="skip the hung-smarthost run"
+    )
+    parser.add_argument(
+        "--no-verify", dest="verify", action="store_false", help="skip the run that checks SPF/DKIM/DMARC"
     )
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument(
@@ -230,6 +284,7 @@ def main() -> None:
     clublist_runs: list[Burst] = []
     bare_runs: list[Burst] = []
     isolated_runs: list[Burst] = []
+    verified_runs: list[Burst] = []
     send = functools.partial(burst, timeout=args.timeout, per_connection=args.per_connection)
     with temporary_root("inbound") as root, SinkProcess() as delivery_sink, SinkProcess() as bare_sink:
         club = make_club(root, {"youth": LIST_SIZE}, settings={"posting.daily_limit": "0"})
@@ -272,6 +327,8 @@ def main() -> None:
             say(f"py-spy profile of the daemon during clublist's first run ({first}):")
             say(profile_activities(first, DAEMON_ACTIVITIES))
             say(summarize_profile(first))
+        if args.verify:
+            verified_runs = verified(root, args.reps, send, batches)
         if args.isolate:
             isolated_runs = isolated(root, args.reps, send, batches, args.profile)
             if args.profile:
@@ -316,6 +373,22 @@ def main() -> None:
             isolated_rate=isolated_rate,
             isolated_ratio=isolated_rate / bare_rate,
             isolated_cpu_ms_per_message=cpu_medians(isolated_runs),
+        )
+    if verified_runs:
+        verified_rate = median([r.rate for r in verified_runs])
+        trusted_cpu = cpu_medians(clublist_runs).get("daemon", 0.0)
+        verified_cpu = cpu_medians(verified_runs).get("daemon", 0.0)
+        cost_ms = 1000 / verified_rate - 1000 / clublist_rate
+        say(
+            f"  verified  : SPF+DKIM+DMARC, DNS cached: {fmt_times([r.seconds for r in verified_runs])} s;"
+            f" median {verified_rate:,.0f} msg/s (trusted {clublist_rate:,.0f} msg/s);"
+            f" +{cost_ms:.2f} ms per post, daemon CPU {verified_cpu:.2f} vs {trusted_cpu:.2f} ms/msg"
+        )
+        figures.update(
+            verified_seconds=[r.seconds for r in verified_runs],
+            verified_rate=verified_rate,
+            verified_cost_ms_per_post=cost_ms,
+            verified_cpu_ms_per_message=cpu_medians(verified_runs),
         )
     say(f"  daemon    : VmRSS {memory['VmRSS']:.1f} MB, VmHWM {memory['VmHWM']:.1f} MB")
     write_json(args.json, {"inbound": figures})

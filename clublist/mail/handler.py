@@ -208,7 +208,11 @@ class Listener(SMTP):
 
     @syntax("XFORWARD attribute=value ...", when="xforward_allowed")
     async def smtp_XFORWARD(self, arg: str) -> None:
-        """Postfix's XFORWARD (XFORWARD_README): the real client's NAME, ADDR, PROTO and HELO."""
+        """Postfix's XFORWARD (XFORWARD_README): the real client's NAME, ADDR, PROTO and HELO.
+
+        Allowed between transactions only; what it names holds for the session's next
+        transactions, until another XFORWARD changes it or STARTTLS starts the session anew.
+        """
         if not self.xforward_allowed:
             await self.push(replies.XFORWARD_REFUSED)
             return

@@ -43,6 +43,7 @@ from clublist.club.model import Site, parse_hostport
 from clublist.dns import DNSPermanentError, DNSTemporaryError, Resolver
 from clublist.errors import ClublistError
 from clublist.outbound import reports, signing, unsubscribe, verp
+from clublist.outbound.fairness import FairGate
 from clublist.state import queue
 from clublist.state.db import Writer
 from clublist.state.queue import Delivery, Outcome, RetryPolicy
@@ -267,8 +268,9 @@ class DeliveryWorker:
         self.on_failures = on_failures
         self.pool = ConnectionPool(config)
         self._wake = asyncio.Event()
-        self._global = asyncio.Semaphore(config.concurrency)
-        self._per_destination: dict[str, asyncio.Semaphore] = {}
+        self._global = FairGate(config.concurrency)
+        self._per_destination: dict[str, FairGate] = {}
+        self._turns: dict[int, int] = {}  # per message in flight: transactions started (their rank)
         self._tasks: set[asyncio.Task[None]] = set()
         # Each message's content, loaded once by the first transaction that needs it and kept
         # while a destination task holding a pin on the message lives.
@@ -307,10 +309,20 @@ class DeliveryWorker:
 
     async def pass_once(self, *, wait: bool = True) -> int:
         """Claim what is due and start sending it; with *wait*, return after it is all done."""
+        busy: frozenset[int] = frozenset()
         while self._in_flight >= MAX_IN_FLIGHT - CLAIM_BATCH and self._tasks:
-            await asyncio.wait(self._tasks, return_when=asyncio.FIRST_COMPLETED)
+            if self._wake.is_set() and self._in_flight < 2 * MAX_IN_FLIGHT:
+                # New mail while a big post fills the worker: take the messages not yet in
+                # flight (a small post must not wait for the big one), up to a hard ceiling.
+                busy = frozenset(self._content_users)
+                break
+            woken = asyncio.ensure_future(self._wake.wait())
+            await asyncio.wait([*self._tasks, woken], return_when=asyncio.FIRST_COMPLETED)
+            woken.cancel()
         now = self.clock()
-        claimed = await self.writer.run(lambda c: queue.claim(c, now, limit=CLAIM_BATCH, lease=3600))
+        claimed = await self.writer.run(
+            lambda c: queue.claim(c, now, limit=CLAIM_BATCH, lease=3600, skip_messages=busy)
+        )
         self._in_flight += len(claimed)
         # No await from here on: each task pins its messages' content before anything else runs,
         # so a task that ends meanwhile cannot drop content that a new task still needs.
@@ -363,11 +375,9 @@ class DeliveryWorker:
             except TransientError as exc:
                 await self._record([_defer(d, str(exc), exc.host) for d in deliveries])
                 return
-            semaphore = self._per_destination.setdefault(
-                destination, asyncio.Semaphore(self.config.per_destination)
-            )
+            gate = self._per_destination.setdefault(destination, FairGate(self.config.per_destination))
             results = await asyncio.gather(
-                *(self._transaction(endpoints, batch, semaphore) for batch in self._batches(deliveries)),
+                *(self._transaction(endpoints, batch, gate) for batch in self._batches(deliveries)),
                 return_exceptions=True,
             )
             for result in results:
@@ -429,11 +439,14 @@ class DeliveryWorker:
         return endpoints
 
     async def _transaction(
-        self, endpoints: Sequence[Endpoint], batch: list[Delivery], semaphore: asyncio.Semaphore
+        self, endpoints: Sequence[Endpoint], batch: list[Delivery], gate: FairGate
     ) -> None:
         """One message to up to max_recipients; a surprise here defers this batch and no other."""
         first = batch[0]
-        async with self._global, semaphore:
+        # Ranked by the transactions of this message before it: posts take turns (fairness.py).
+        rank = self._turns.get(first.message_id, 0)
+        self._turns[first.message_id] = rank + 1
+        async with self._global.slot(rank), gate.slot(rank):
             outcomes: dict[int, Outcome] = {}
             try:
                 try:
@@ -626,6 +639,7 @@ class DeliveryWorker:
             self._content_users[message_id] -= 1
             if not self._content_users[message_id]:
                 del self._content_users[message_id]
+                self._turns.pop(message_id, None)
                 load = self._content.pop(message_id, None)
                 if load is not None:
                     load.cancel()  # still loading for transactions that were cancelled

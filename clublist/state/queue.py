@@ -96,14 +96,26 @@ class Delivery:
     message_created: float
 
 
-def claim(conn: sqlite3.Connection, now: float, *, limit: int, lease: float) -> list[Delivery]:
-    """Take up to *limit* due rows (oldest first) and lease them to this worker until now + *lease*."""
+def claim(
+    conn: sqlite3.Connection,
+    now: float,
+    *,
+    limit: int,
+    lease: float,
+    skip_messages: frozenset[int] = frozenset(),
+) -> list[Delivery]:
+    """Take up to *limit* due rows (oldest first) and lease them to this worker until now + *lease*.
+
+    *skip_messages*: messages whose rows are not wanted now (the worker's own, already in flight).
+    """
+    skip = ",".join(str(int(m)) for m in sorted(skip_messages))
     rows = conn.execute(
         "SELECT d.id, d.message_id, m.queue_id, d.recipient, d.domain, d.attempts, m.sender, m.verp,"
         " m.list_name, m.kind, m.created FROM deliveries d JOIN messages m ON m.id = d.message_id"
         " WHERE d.status IN ('pending', 'deferred', 'inflight') AND d.next_attempt <= ?"
         " AND (d.status != 'inflight' OR d.lease_until <= ?)"
-        " ORDER BY d.next_attempt, d.id LIMIT ?",
+        + (f" AND d.message_id NOT IN ({skip})" if skip else "")
+        + " ORDER BY d.next_attempt, d.id LIMIT ?",
         (now, now, limit),
     ).fetchall()
     conn.executemany(

@@ -15,6 +15,10 @@ a script).  Reported: every run and the median.
   new address, so the registry grows by one each time: the cost of a real change, its
   registry cache update included), ``member show`` of one address, ``member ls --json``.
   The first, untimed, command after the import builds the registry cache in var/.
+- ``clublist queue ls`` and ``queue ls --json`` (one line per message) with
+  50,000 waiting deliveries over 25 messages of 2,000 recipients (queued
+  untimed with clublist.state.queue); ``queue ls --recipients --json`` (every
+  row) for comparison.
 
 For context the same way: ``python -c pass`` (the interpreter alone) and
 ``python -c "import click"``.  With hyperfine on PATH, ``--help`` is also
@@ -28,6 +32,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from benchlib import (
     CLUBLIST,
@@ -35,6 +40,7 @@ from benchlib import (
     argument_parser,
     fmt_times,
     make_club,
+    make_post,
     median,
     member_address,
     say,
@@ -102,6 +108,48 @@ def import_runs(runs: int, size: int) -> list[float]:
     return times
 
 
+def fill_queue(state_path: Path, messages: int, recipients: int) -> None:
+    """*messages* posts of *recipients* waiting deliveries each, as a busy day leaves them."""
+    from clublist.state import db as state
+    from clublist.state import queue
+
+    content = make_post(member_address(0), "youth@myclub.org")
+    conn = state.connect(state_path)
+    try:
+        with state.transaction(conn):
+            for n in range(messages):
+                queue.enqueue(
+                    conn,
+                    kind="post",
+                    sender="bounces@myclub.org",
+                    recipients=[f"r{n:02d}-{i:05d}@example.org" for i in range(recipients)],
+                    content=content,
+                    now=time.time() - 60 * (messages - n),
+                    list_name="youth",
+                    subject=f"Post {n}",
+                )
+    finally:
+        conn.close()
+
+
+def queue_runs(runs: int, messages: int = 25, recipients: int = 2000) -> dict[str, object]:
+    results: dict[str, object] = {}
+    with temporary_root("queue") as root:
+        club = make_club(root, {"youth": 1})
+        fill_queue(club.state, messages, recipients)
+        base = [CLUBLIST, "--dir", str(club.directory), "--state", str(club.state), "queue", "ls"]
+        lines = subprocess.run([*base, "--json"], capture_output=True, timeout=120, check=True).stdout
+        if [m["waiting"] for m in json.loads(lines)] != [recipients] * messages:
+            raise RuntimeError("queue ls --json did not count every waiting delivery")
+        size = f"{messages * recipients:,} waiting, {messages} messages"
+        results["queue_ls_50000"] = report(f"queue ls ({size})", timed(base, runs))
+        results["queue_ls_50000_json"] = report(f"queue ls --json ({size})", timed([*base, "--json"], runs))
+        results["queue_ls_50000_recipients_json"] = report(
+            "queue ls --recipients --json", timed([*base, "--recipients", "--json"], min(runs, 3))
+        )
+    return results
+
+
 def report(name: str, times: list[float]) -> dict[str, object]:
     say(f"  {name:<34}: median {median(times) * 1000:7.1f} ms   runs: {fmt_times(times)} s")
     return {"seconds": times, "median_s": median(times)}
@@ -138,6 +186,7 @@ def main() -> None:
             "member ls --list youth (5,000)", timed([*base, "--list", "youth"], args.store_runs)
         )
     results.update(big_registry(args.big, args.store_runs))
+    results.update(queue_runs(args.store_runs))
     write_json(args.json, {"cli": results})
 
 

@@ -104,6 +104,13 @@ TARGETS = [
         lambda v: v <= 1.0,
     ),
     Target(
+        "queue ls, 50,000 waiting over 25 messages",
+        "cli",
+        "< 0.5 s",
+        lambda r: (r["cli"]["queue_ls_50000"]["median_s"], f"{r['cli']['queue_ls_50000']['median_s']:.3f} s"),
+        lambda v: v < 0.5,
+    ),
+    Target(
         "clublist run, 10,000 deliveries queued",
         "memory",
         "<= 100 MB",

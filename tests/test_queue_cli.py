@@ -130,7 +130,7 @@ def seeded(state_path: Path) -> Seeded:
 
 
 def table_rows(stdout: str) -> dict[str, list[str]]:
-    """The plain table `queue ls` prints in a pipe, by recipient (columns split on 2+ spaces)."""
+    """The plain table `queue ls --recipients` prints in a pipe, by recipient (columns split on 2+ spaces)."""
     lines = stdout.splitlines()
     assert lines[0].split() == [
         "queue",
@@ -157,8 +157,8 @@ def as_time(text: str) -> datetime:
 # --- queue ls ---------------------------------------------------------------------------
 
 
-def test_ls_shows_the_waiting_deliveries_like_mailq(clq: Runner, seeded: Seeded) -> None:
-    rows = table_rows(clq("queue", "ls").stdout)
+def test_ls_recipients_shows_the_waiting_deliveries_like_mailq(clq: Runner, seeded: Seeded) -> None:
+    rows = table_rows(clq("queue", "ls", "--recipients").stdout)
     assert set(rows) == {"anna@example.org", "bob@example.org", "erik@example.org"}
     assert rows["anna@example.org"] == [seeded.training, "3h", "anna@example.org", "pending", "0", "now"]
     assert rows["bob@example.org"] == [
@@ -173,16 +173,16 @@ def test_ls_shows_the_waiting_deliveries_like_mailq(clq: Runner, seeded: Seeded)
     assert rows["erik@example.org"][1] == "1d"
 
 
-def test_ls_status_all_shows_sent_and_failed_too(clq: Runner, seeded: Seeded) -> None:
-    rows = table_rows(clq("queue", "ls", "--status", "all").stdout)
+def test_ls_recipients_status_all_shows_sent_and_failed_too(clq: Runner, seeded: Seeded) -> None:
+    rows = table_rows(clq("queue", "ls", "--recipients", "--status", "all").stdout)
     assert len(rows) == 5
     assert rows["dora@example.org"][1:5] == ["2d", "dora@example.org", "failed", "1"]
     assert rows["dora@example.org"][-1] == "550 5.1.1 no such user"
     assert rows["carl@example.org"][3] == "sent"
 
 
-def test_ls_json_has_utc_times_and_the_raw_fields(clq: Runner, seeded: Seeded) -> None:
-    rows = json.loads(clq("queue", "ls", "--status", "all", "--json").stdout)
+def test_ls_recipients_json_has_utc_times_and_the_raw_fields(clq: Runner, seeded: Seeded) -> None:
+    rows = json.loads(clq("queue", "ls", "--recipients", "--status", "all", "--json").stdout)
     by_recipient = {r["recipient"]: r for r in rows}
     assert len(rows) == 5
     bob = by_recipient["bob@example.org"]
@@ -199,13 +199,79 @@ def test_ls_json_has_utc_times_and_the_raw_fields(clq: Runner, seeded: Seeded) -
     assert 3 * HOUR - 60 < (now - as_time(bob["created"])).total_seconds() < 3 * HOUR + 60
     assert 200 < (as_time(bob["next_attempt"]) - now).total_seconds() < 340
     assert by_recipient["carl@example.org"]["next_attempt"] is None
-    failed = json.loads(clq("queue", "ls", "--status", "failed", "--json").stdout)
+    failed = json.loads(clq("queue", "ls", "--recipients", "--status", "failed", "--json").stdout)
     assert [r["recipient"] for r in failed] == ["dora@example.org"]
 
 
 def test_ls_on_an_empty_queue_says_so(clq: Runner) -> None:
-    assert clq("queue", "ls").stdout == "the queue is empty\n"
-    assert json.loads(clq("queue", "ls", "--json").stdout) == []
+    assert clq("queue", "ls", "--recipients").stdout == "the queue is empty\n"
+    assert json.loads(clq("queue", "ls", "--recipients", "--json").stdout) == []
+
+
+def message_lines(stdout: str) -> list[list[str]]:
+    """The plain table `queue ls` prints in a pipe, one row per message."""
+    lines = stdout.splitlines()
+    assert re.split(r"\s{2,}", lines[0].strip()) == [
+        "queue id",
+        "list",
+        "age",
+        "waiting",
+        "deferred",
+        "failed",
+        "next try",
+        "last reply",
+    ]
+    return [re.split(r"\s{2,}", line.strip()) for line in lines[1:]]
+
+
+def test_ls_shows_one_line_per_waiting_message_oldest_first(clq: Runner, seeded: Seeded) -> None:
+    assert message_lines(clq("queue", "ls").stdout) == [
+        [seeded.meeting, "youth", "1d", "0", "1", "0", "in 5m", "421 4.7.0 slow down"],
+        [seeded.training, "youth", "3h", "1", "1", "0", "now", "451 4.2.0 mailbox busy"],
+    ]
+
+
+def test_ls_filters_by_status_and_limits(clq: Runner, seeded: Seeded) -> None:
+    every = json.loads(clq("queue", "ls", "--status", "all", "--json").stdout)
+    assert [m["queue_id"] for m in every] == [seeded.bounced, seeded.meeting, seeded.training]
+    failed = json.loads(clq("queue", "ls", "--status", "failed", "--json").stdout)
+    assert [m["queue_id"] for m in failed] == [seeded.bounced]
+    assert [m["queue_id"] for m in json.loads(clq("queue", "ls", "--limit", "1", "--json").stdout)] == [
+        seeded.meeting
+    ]
+    assert len(message_lines(clq("queue", "ls", "--status", "deferred", "--limit", "5").stdout)) == 2
+    assert clq("queue", "ls", "--status", "inflight").stdout == "no inflight deliveries\n"
+    assert clq("queue", "ls", "--limit", "0", check=False).returncode == 2
+
+
+def test_ls_json_gives_each_message_its_counts(clq: Runner, seeded: Seeded) -> None:
+    training, bounced = (
+        next(
+            m
+            for m in json.loads(clq("queue", "ls", "--status", "all", "--json").stdout)
+            if m["queue_id"] == q
+        )
+        for q in (seeded.training, seeded.bounced)
+    )
+    assert {
+        k: training[k] for k in ("kind", "list_name", "subject", "waiting", "deferred", "failed", "sent")
+    } == {
+        "kind": "post",
+        "list_name": "youth",
+        "subject": "Training",
+        "waiting": 1,
+        "deferred": 1,
+        "failed": 0,
+        "sent": 1,
+    }
+    assert training["last_reply"] == "451 4.2.0 mailbox busy"
+    assert 3 * HOUR - 60 < (datetime.now(UTC) - as_time(training["created"])).total_seconds() < 3 * HOUR + 60
+    assert as_time(training["next_attempt"]) <= datetime.now(UTC)  # anna is due
+    assert (bounced["failed"], bounced["next_attempt"], bounced["last_reply"]) == (
+        1,
+        None,
+        "550 5.1.1 no such user",
+    )
 
 
 # --- queue show -------------------------------------------------------------------------
@@ -251,7 +317,7 @@ def test_show_unknown_id_exits_1_and_says_where_to_look(clq: Runner, seeded: See
 
 
 def next_attempts(clq: Runner) -> dict[str, datetime]:
-    rows = json.loads(clq("queue", "ls", "--json").stdout)
+    rows = json.loads(clq("queue", "ls", "--recipients", "--json").stdout)
     return {r["recipient"]: as_time(r["next_attempt"]) for r in rows}
 
 
@@ -268,7 +334,7 @@ def test_retry_all_makes_every_waiting_delivery_due(clq: Runner, seeded: Seeded)
     assert clq("queue", "retry", "--all").stdout == "3 deliveries are due now\n"
     now = datetime.now(UTC)
     assert all(when <= now for when in next_attempts(clq).values())
-    assert table_rows(clq("queue", "ls").stdout)["erik@example.org"][5] == "now"
+    assert table_rows(clq("queue", "ls", "--recipients").stdout)["erik@example.org"][5] == "now"
 
 
 def test_retry_needs_an_id_or_all(clq: Runner, seeded: Seeded) -> None:
@@ -284,7 +350,7 @@ def test_retry_needs_an_id_or_all(clq: Runner, seeded: Seeded) -> None:
 def test_drop_yes_removes_the_message_and_all_its_rows(clq: Runner, seeded: Seeded) -> None:
     result = clq("queue", "drop", seeded.training, "--yes")
     assert result.stdout == f"dropped {seeded.training}; 2 waiting deliveries removed\n"
-    rows = json.loads(clq("queue", "ls", "--status", "all", "--json").stdout)
+    rows = json.loads(clq("queue", "ls", "--recipients", "--status", "all", "--json").stdout)
     assert seeded.training not in {r["queue_id"] for r in rows}
     assert len(rows) == 2
 
@@ -293,9 +359,9 @@ def test_drop_asks_first(clq: Runner, seeded: Seeded) -> None:
     refused = clq("queue", "drop", seeded.meeting, input="n\n", check=False)
     assert refused.returncode == 1
     assert "Drop" in refused.stdout and "Meeting" in refused.stdout
-    assert "erik@example.org" in clq("queue", "ls").stdout
+    assert "erik@example.org" in clq("queue", "ls", "--recipients").stdout
     clq("queue", "drop", seeded.meeting, input="y\n")
-    assert "erik@example.org" not in clq("queue", "ls").stdout
+    assert "erik@example.org" not in clq("queue", "ls", "--recipients").stdout
 
 
 def test_drop_unknown_id_exits_1_with_a_clear_message(clq: Runner, seeded: Seeded) -> None:
@@ -390,9 +456,9 @@ def test_flush_delivers_everything_to_the_smarthost(clq: Runner, state_path: Pat
         result = clq("queue", "flush")
     assert result.stdout == "3 sent, 0 deferred, 0 failed\n"
     assert mta.delivered == set(recipients)
-    sent = json.loads(clq("queue", "ls", "--status", "sent", "--json").stdout)
+    sent = json.loads(clq("queue", "ls", "--recipients", "--status", "sent", "--json").stdout)
     assert sorted(r["recipient"] for r in sent) == sorted(recipients)
-    assert clq("queue", "ls").stdout == "the queue is empty\n"
+    assert clq("queue", "ls", "--recipients").stdout == "the queue is empty\n"
 
 
 def test_flush_tries_deferred_mail_again_and_reports_each_outcome(clq: Runner, seeded: Seeded) -> None:
@@ -403,7 +469,10 @@ def test_flush_tries_deferred_mail_again_and_reports_each_outcome(clq: Runner, s
         # bob's failure is reported to the administrator in a later pass of the same flush.
         assert mta.delivered == {"anna@example.org", "admin@myclub.org"}
     assert result.stdout == "1 sent, 1 deferred, 1 failed\n"
-    rows = {r["recipient"]: r for r in json.loads(clq("queue", "ls", "--status", "all", "--json").stdout)}
+    rows = {
+        r["recipient"]: r
+        for r in json.loads(clq("queue", "ls", "--recipients", "--status", "all", "--json").stdout)
+    }
     assert (rows["erik@example.org"]["status"], rows["erik@example.org"]["attempts"]) == ("deferred", 2)
     assert rows["bob@example.org"]["last_reply"] == "550 5.1.1 gone"
 

@@ -63,7 +63,7 @@ def write_due_reminder(club_dir: Path, ago: timedelta = timedelta(minutes=10)) -
 def queued(clr: Runner) -> dict[str, set[str]]:
     """Queue id -> recipients, for every message in the queue whatever its state."""
     found: dict[str, set[str]] = {}
-    for row in json.loads(clr("queue", "ls", "--status", "all", "--json").stdout):
+    for row in json.loads(clr("queue", "ls", "--recipients", "--status", "all", "--json").stdout):
         found.setdefault(row["queue_id"], set()).add(row["recipient"])
     return found
 

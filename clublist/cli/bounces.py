@@ -14,7 +14,6 @@ from clublist.actions import bounces as actions
 from clublist.bounces.score import BounceEvent
 from clublist.cli import render
 from clublist.cli.app import App, by_mail, json_option, pass_app
-from clublist.cli.queue import iso
 from clublist.state import db as state
 
 
@@ -55,7 +54,7 @@ def ls(app: App, as_json: bool) -> None:
     """
     with _state(app) as conn:
         standings = actions.bounce_ls(conn, app.store.load(), app.actor, time.time())
-    rows = [render.to_plain(s) | {"last_event": iso(s.last_event)} for s in standings]
+    rows = [render.to_plain(s) | {"last_event": render.iso(s.last_event)} for s in standings]
     if as_json:
         render.json_out(app, rows)
     else:
@@ -101,7 +100,7 @@ def show(app: App, email: str, as_json: bool) -> None:
 
 
 def _event(event: BounceEvent) -> dict[str, Any]:
-    return render.to_plain(event) | {"created": iso(event.created)}
+    return render.to_plain(event) | {"created": render.iso(event.created)}
 
 
 @by_mail("admin")

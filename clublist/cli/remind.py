@@ -87,9 +87,9 @@ def _run(app: App, *, dry_run: bool, send: bool, max_late: str, as_json: bool) -
             lock.wake()  # the daemon would find them within minutes; now is better
         return
     if send:
-        from clublist.cli.queue import deliver_now
+        from clublist.actions.queue import deliver_now
 
-        deliver_now(app, lock, retry_deferred=False)
+        deliver_now(app.store, app.state_path, lock, retry_deferred=False)
         if not as_json:
             _print_outcomes(app, result)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from clublist.actions import Done
@@ -26,6 +27,22 @@ def to_plain(value: Any) -> Any:
     if hasattr(value, "isoformat"):
         return value.isoformat()
     return value
+
+
+def iso(timestamp: float | None) -> str | None:
+    """A stored Unix time as ISO 8601 in UTC, to the second."""
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
+
+
+def span(seconds: float) -> str:
+    """A duration the way mailq users read it: 45s, 3m, 2h, 1d."""
+    seconds = max(0, int(seconds))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
 
 
 def json_out(app: App, value: Any) -> None:

@@ -5,18 +5,14 @@ It only reads: a state database that does not exist yet is reported, not created
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from typing import Any
 
 import click
 
+from clublist.actions.status import ClubStatus, club_status
 from clublist.cli import render
 from clublist.cli.app import App, by_mail, json_option, pass_app
-from clublist.cli.queue import iso, span
-from clublist.errors import ClublistError, PermissionDenied
-from clublist.state import db as state
-from clublist.state import queue
 
 
 @by_mail("admin", changes=False)
@@ -31,64 +27,41 @@ def status(app: App, as_json: bool) -> None:
 
     Example: clublist status --json
     """
-    if not app.actor.is_admin:
-        raise PermissionDenied("only the club's administrator may see the club's status")
-    counts = {s: 0 for s in queue.STATUSES}
-    oldest: float | None = None
-    held = 0
-    state_exists = app.state_path.exists()
-    if state_exists:
-        # A database that exists but cannot be read is an error to report, never "not created yet".
-        conn = state.connect(app.state_path, create=False)
-        try:
-            counts = queue.counts(conn)
-            oldest = queue.oldest_waiting(conn)
-            held = conn.execute("SELECT COUNT(*) FROM held").fetchone()[0]
-        except sqlite3.DatabaseError as exc:
-            raise ClublistError(f"{app.state_path}: cannot read the state database ({exc})") from None
-        finally:
-            conn.close()
-    pid = state.DaemonLock(app.state_path).holder()
+    found = club_status(app.directory, app.state_path, app.actor)
     now = time.time()
+    oldest = found.oldest_waiting
     if as_json:
         render.json_out(
             app,
             {
-                "directory": str(app.directory.absolute()),
-                "state_path": str(app.state_path.absolute()),
-                "state_exists": state_exists,
-                "daemon_pid": pid,
-                "counts": counts,
-                "oldest_waiting": iso(oldest),
+                "directory": str(found.directory),
+                "state_path": str(found.state_path),
+                "state_exists": found.state_exists,
+                "daemon_pid": found.daemon_pid,
+                "counts": found.counts,
+                "oldest_waiting": render.iso(oldest),
                 "oldest_waiting_seconds": None if oldest is None else int(now - oldest),
-                "held": held,
+                "held": found.held,
             },
         )
         return
-    render.fields(app, _human(app, state_exists, pid, counts, oldest, held, now))
+    render.fields(app, _human(found, now))
 
 
-def _human(
-    app: App,
-    state_exists: bool,
-    pid: int | None,
-    counts: dict[str, int],
-    oldest: float | None,
-    held: int,
-    now: float,
-) -> dict[str, Any]:
-    directory = str(app.directory.absolute())
-    if not app.directory.is_dir():
+def _human(found: ClubStatus, now: float) -> dict[str, Any]:
+    directory = str(found.directory)
+    if not found.directory_exists:
         directory += " (missing: run 'clublist init')"
-    state_path = str(app.state_path.absolute())
-    if not state_exists:
+    state_path = str(found.state_path)
+    if not found.state_exists:
         state_path += " (not created yet: 'clublist run' creates it)"
+    pid, oldest = found.daemon_pid, found.oldest_waiting
     daemon = "not running" if pid is None else f"running (pid {pid if pid > 0 else 'unknown'})"
     return {
         "lists.d": directory,
         "state": state_path,
         "daemon": daemon,
-        "queue": ", ".join(f"{n} {s}" for s, n in counts.items()),
-        "oldest waiting": "none" if oldest is None else f"{span(now - oldest)} ({iso(oldest)})",
-        "held posts": held,
+        "queue": ", ".join(f"{n} {s}" for s, n in found.counts.items()),
+        "oldest waiting": "none" if oldest is None else f"{render.span(now - oldest)} ({render.iso(oldest)})",
+        "held posts": found.held,
     }

@@ -10,7 +10,6 @@ many SMTP sessions share one fsync.  The CLI uses plain connections.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import fcntl
 import os
@@ -20,9 +19,12 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from clublist.errors import ClublistError
+
+if TYPE_CHECKING:
+    import asyncio  # the CLI's plain connections never load it
 
 T = TypeVar("T")
 
@@ -216,6 +218,8 @@ class Writer:
         self._thread.start()
 
     async def run(self, job: Callable[[sqlite3.Connection], T]) -> T:
+        import asyncio
+
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._jobs.put((job, future))
         return await future

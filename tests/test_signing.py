@@ -291,3 +291,27 @@ def test_a_post_with_our_authentication_results_leaves_sealed(tmp_path: Path) ->
         assert b"ARC-Authentication-Results: i=1; myclub.org; dkim=pass header.d=example.org" in unfolded
         assert verifies(copy.content, lookup)
         assert dkim.arc_verify(copy.content.replace(b"six", b"ten"), dnsfunc=lookup)[0] == b"fail"
+
+
+def test_an_ed25519_selector_signs_beside_the_rsa_one(tmp_path: Path) -> None:
+    state = tmp_path / "var" / "clublist.sqlite3"
+    rsa_key = signing.generate_key(signing.key_path(state, "s4"), "rsa")
+    ed_key = signing.generate_key(signing.key_path(state, "e4"), "ed25519")
+    records = {
+        ("s4._domainkey.myclub.org", "TXT"): [signing.dns_record(rsa_key)],
+        ("e4._domainkey.myclub.org", "TXT"): [signing.dns_record(ed_key)],
+    }
+    with RemoteMTA() as sink, DNSServer(records) as dns:
+        site = Site(
+            delivery=DeliverySection(mode="smarthost", smarthost=f"127.0.0.1:{sink.port}"),
+            dkim=DkimSection(selector="s4", ed25519_selector="e4"),
+        )
+        deliver_once(site, state, POST, ["anna@example.org"], kind="notice")
+        (copy,) = sink.transactions
+        algorithms = [
+            dkim.util.parse_tag_value(v.encode().replace(b"\r\n", b""))[b"a"]
+            for v in copy.message.get_all("DKIM-Signature")
+        ]
+        assert algorithms == [b"rsa-sha256", b"ed25519-sha256"]
+        verifier, lookup = dkim.DKIM(copy.content), dns_lookup(dns)
+        assert verifier.verify(0, dnsfunc=lookup) and verifier.verify(1, dnsfunc=lookup)

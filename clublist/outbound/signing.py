@@ -168,8 +168,9 @@ class Signer:
         headers = self._dkim.rfc822_parse(head + b"\r\n")[0]
         include = _signed_headers(headers)
         body_hash = self._body_hash(body)
-        canonical = self._canon.canonicalize_headers(headers)
-        signatures = b"".join(self._signature(key, canonical, include, body_hash) for key in self.keys)
+        # Only the fields signed are canonicalised, in h= order (a copy is signed per recipient).
+        signed = self._canon.canonicalize_headers(self._dkim.select_headers(headers, include))
+        signatures = b"".join(self._signature(key, signed, include, body_hash) for key in self.keys)
         return signatures + content
 
     def seal(self, content: bytes) -> bytes:
@@ -197,9 +198,13 @@ class Signer:
         return b"".join(arc_set) + content
 
     def _signature(
-        self, key: SigningKey, headers: list[tuple[bytes, bytes]], include: list[bytes], body_hash: bytes
+        self, key: SigningKey, signed: list[tuple[bytes, bytes]], include: list[bytes], body_hash: bytes
     ) -> bytes:
-        """One DKIM-Signature field, built as dkimpy builds it (b= folded onto its own line)."""
+        """One DKIM-Signature field, built and hashed as dkimpy does (b= folded onto its own line).
+
+        *signed* are the canonical fields in h= order; the signature field itself is hashed
+        last, with b= empty and without its CRLF (RFC 6376 3.7).
+        """
         dkim, name = self._dkim, b"DKIM-Signature"
         fields = [
             (b"v", b"1"),
@@ -214,7 +219,10 @@ class Signer:
         ]
         unsigned = dkim.RE_BTAG.sub(rb"\1", dkim.fold(b"; ".join(b"=".join(f) for f in fields), len(name)))
         hasher = hashlib.sha256()
-        dkim.hash_headers(hasher, self._canon, headers, include, (name, b" " + unsigned), None)
+        for field_name, value in signed:
+            hasher.update(field_name + b":" + value)
+        ((field_name, value),) = self._canon.canonicalize_headers([(name, b" " + unsigned)])
+        hasher.update(field_name + b":" + value.rstrip())
         fields[-1] = (b"b", base64.b64encode(key.sign_digest(hasher.digest())))
         self.signatures += 1
         return name + b": " + dkim.fold(b"; ".join(b"=".join(f) for f in fields) + b"\r\n", len(name))

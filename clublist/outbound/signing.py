@@ -37,10 +37,11 @@ Algorithm = Literal["rsa", "ed25519"]
 PrivateKey = rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
 
 # Signed as often as present, and once more when absent: nobody may add one on the way.
-_SIGNED_ALWAYS = (b"from", b"to", b"cc", b"subject", b"date", b"message-id", b"reply-to")
-_SIGNED_ALWAYS += (b"in-reply-to", b"references")
+_SIGNED_ALWAYS: tuple[bytes, ...] = (b"from", b"to", b"cc", b"subject", b"date", b"message-id")
+_SIGNED_ALWAYS += (b"reply-to", b"in-reply-to", b"references")
 # Signed as often as they are present.
-_SIGNED_IF_PRESENT = (b"sender", b"mime-version", b"content-type", b"content-transfer-encoding")
+_SIGNED_IF_PRESENT: tuple[bytes, ...] = (b"sender", b"mime-version", b"content-type")
+_SIGNED_IF_PRESENT += (b"content-transfer-encoding",)
 _SIGNED_IF_PRESENT += (b"auto-submitted", b"x-original-from", b"precedence")
 # Signed once more than present (over-signed, as From is): a second From or a forged unsubscribe
 # link added on the way breaks the signature instead of going unnoticed.

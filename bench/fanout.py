@@ -27,11 +27,19 @@ process for the bare loop; the sink in both).
 With ``--verp-sizes``, the same is done with ``delivery.verp = true``
 (one transaction per recipient); its baselines then send one RCPT per
 transaction (for context; the target is absolute).
+
+``--signing`` names the signing modes measured for every size, side by
+side in the same run (a club and daemon each, repetitions interleaved):
+``off`` (no DKIM key), ``dkim`` (a 2048-bit RSA key: each message signed
+once) and ``oneclick`` (the key and ``unsubscribe.url``: each recipient's
+copy carries its own link and signature, so grouped delivery becomes one
+transaction per recipient).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -84,6 +92,7 @@ class Run:
 class SizeResult:
     n: int
     verp: bool
+    signing: str = "off"
     clublist: list[Run] = field(default_factory=list)
     baseline: list[Run] = field(default_factory=list)
     parallel: list[Run] = field(default_factory=list)
@@ -98,6 +107,7 @@ class SizeResult:
         summary: dict[str, object] = {
             "n": self.n,
             "verp": self.verp,
+            "signing": self.signing,
             "message_bytes": self.message_bytes,
             "clublist_seconds": [r.seconds for r in self.clublist],
             "baseline_seconds": [r.seconds for r in self.baseline],
@@ -244,69 +254,101 @@ def time_clublist(
     )
 
 
+def sign_with_a_new_key(club: Club, oneclick: bool) -> None:
+    """A 2048-bit RSA key for the club (and one-click links), as an administrator sets it up."""
+    from clublist.actions import Actor, config_set
+    from clublist.actions.dkim import dkim_keygen
+    from clublist.club.store import Store
+
+    store = Store(club.directory)
+    dkim_keygen(store, Actor.shell(), club.state, "bench", "rsa", 2048)
+    if oneclick:
+        config_set(store, Actor.shell(), "unsubscribe.url", f"https://lists.{DOMAIN}/u")
+        config_set(store, Actor.shell(), "listen.http_port", "0")
+
+
 def measure_size(
-    n: int, reps: int, verp: bool, timeout: float, parallel: int, profile: Path | None = None
-) -> SizeResult:
-    result = SizeResult(n, verp, parallel_connections=parallel)
+    n: int,
+    reps: int,
+    verp: bool,
+    timeout: float,
+    parallel: int,
+    profile: Path | None = None,
+    modes: tuple[str, ...] = ("off",),
+) -> list[SizeResult]:
+    """One result per signing mode; each mode has its own club and daemon, all running, and each
+    repetition times the bare loop and then every mode in turn, so load on the machine falls on
+    all of them alike."""
+    results = {mode: SizeResult(n, verp, mode, parallel_connections=parallel) for mode in modes}
     recipients = [member_address(i) for i in range(n)]
     per_transaction = 1 if verp else 100
     settings = {"posting.daily_limit": "0", "delivery.verp": "true" if verp else "false"}
     loop = asyncio.new_event_loop()
     try:
-        with temporary_root("fanout") as root, SinkProcess() as sink:
-            club = make_club(root, {"warm": WARM_SIZE, "big": n}, settings=settings)
-            with DaemonProcess(club, smarthost=f"{LOOPBACK}:{sink.port}") as daemon:
-                # Untimed warm-ups: clublist (imports, first connections), then the bare loop.
-                time_clublist(daemon, sink, club, "warm", WARM_SIZE, -1, timeout, 0)
-                sent = WARM_SIZE
-                saved = root / "delivered.eml"
-                result.message_bytes = sink.save(saved)
-                content = saved.read_bytes()
-                time_baseline(loop, sink, recipients[:100], content, per_transaction, timeout)
-                for rep in range(reps):
-                    result.baseline.append(
-                        time_baseline(loop, sink, recipients, content, per_transaction, timeout)
-                    )
-                    if parallel > 1:
-                        result.parallel.append(
-                            time_baseline(loop, sink, recipients, content, per_transaction, timeout, parallel)
-                        )
-                    spy = profile.with_suffix(f".{n}{'.verp' if verp else ''}.{rep}.txt") if profile else None
-                    with PySpy(daemon.pid, spy):
+        with temporary_root("fanout") as root, SinkProcess() as sink, contextlib.ExitStack() as stack:
+            clubs, daemons, sent = {}, {}, {}
+            for mode in modes:
+                clubs[mode] = make_club(root / mode, {"warm": WARM_SIZE, "big": n}, settings=settings)
+                if mode != "off":
+                    sign_with_a_new_key(clubs[mode], oneclick=mode == "oneclick")
+                daemons[mode] = stack.enter_context(
+                    DaemonProcess(clubs[mode], smarthost=f"{LOOPBACK}:{sink.port}")
+                )
+                # Untimed warm-up (imports, first connections); the first mode's copy is the baseline's.
+                time_clublist(daemons[mode], sink, clubs[mode], "warm", WARM_SIZE, -1, timeout, 0)
+                sent[mode] = WARM_SIZE
+                saved = root / f"delivered-{mode}.eml"
+                results[mode].message_bytes = sink.save(saved)
+            content = (root / f"delivered-{modes[0]}.eml").read_bytes()
+            time_baseline(loop, sink, recipients[:100], content, per_transaction, timeout)
+            for rep in range(reps):
+                bare = time_baseline(loop, sink, recipients, content, per_transaction, timeout)
+                wide = (
+                    time_baseline(loop, sink, recipients, content, per_transaction, timeout, parallel)
+                    if parallel > 1
+                    else None
+                )
+                for mode in modes:
+                    result, daemon = results[mode], daemons[mode]
+                    result.baseline.append(bare)
+                    if wide is not None:
+                        result.parallel.append(wide)
+                    name = f".{n}{'.verp' if verp else ''}.{mode}.{rep}.txt"
+                    with PySpy(daemon.pid, profile.with_suffix(name) if profile else None):
                         result.clublist.append(
-                            time_clublist(daemon, sink, club, "big", n, rep, timeout, sent)
+                            time_clublist(daemon, sink, clubs[mode], "big", n, rep, timeout, sent[mode])
                         )
-                    sent += n
-                    last, bare = result.clublist[-1], result.baseline[-1]
-                    also = (
-                        f"; bare x{parallel} {result.parallel[-1].seconds:.3f} s" if result.parallel else ""
-                    )
+                    sent[mode] += n
+                    last = result.clublist[-1]
+                    also = f"; bare x{parallel} {wide.seconds:.3f} s" if wide is not None else ""
                     say(
-                        f"  N={n:>6} verp={verp!s:5} rep {rep + 1}: clublist {last.seconds:.3f} s"
+                        f"  N={n:>6} verp={verp!s:5} signing={mode:8} rep {rep + 1}:"
+                        f" clublist {last.seconds:.3f} s"
                         f" (250 after {last.accepted_after * 1000:.1f} ms,"
                         f" first delivery {last.first_after * 1000:.1f} ms,"
                         f" {last.transactions} transactions, {last.connections} new connections);"
                         f" bare loop {bare.seconds:.3f} s{also}"
                     )
-                memory = proc_memory(daemon.pid)
-                result.daemon_rss_mb, result.daemon_hwm_mb = memory["VmRSS"], memory["VmHWM"]
-                errors = daemon.errors()
+            for mode in modes:
+                memory = proc_memory(daemons[mode].pid)
+                results[mode].daemon_rss_mb, results[mode].daemon_hwm_mb = memory["VmRSS"], memory["VmHWM"]
+                errors = daemons[mode].errors()
                 if errors:
-                    say("  daemon errors:\n    " + "\n    ".join(errors[:10]))
+                    say(f"  daemon errors ({mode}):\n    " + "\n    ".join(errors[:10]))
                 if profile:
-                    first = profile.with_suffix(f".{n}{'.verp' if verp else ''}.0.txt")
+                    first = profile.with_suffix(f".{n}{'.verp' if verp else ''}.{mode}.0.txt")
                     say(f"py-spy profile of the daemon during the first run ({first}):")
                     say(profile_activities(first, DAEMON_ACTIVITIES))
                     say(summarize_profile(first))
     finally:
         loop.close()
-    return result
+    return [results[mode] for mode in modes]
 
 
 def report(result: SizeResult) -> None:
     s = result.summary()
     what = "VERP, one transaction per recipient" if result.verp else "grouped, 100 RCPTs per transaction"
-    say(f"N = {result.n:,} ({what}; message {result.message_bytes} bytes)")
+    say(f"N = {result.n:,} ({what}; signing {result.signing}; message {result.message_bytes} bytes)")
     say(f"  clublist       : {fmt_times(s['clublist_seconds'])} s; median {s['clublist_median_s']:.3f} s")  # type: ignore[arg-type]
     say(f"  bare loop      : {fmt_times(s['baseline_seconds'])} s; median {s['baseline_median_s']:.3f} s")  # type: ignore[arg-type]
     say(
@@ -345,14 +387,19 @@ def main() -> None:
     parser.add_argument(
         "--profile", type=Path, help="py-spy the daemon during clublist's runs into files named so"
     )
+    parser.add_argument(
+        "--signing", default="off,dkim", help="signing modes to measure side by side: off, dkim, oneclick"
+    )
     parser.add_argument("--json", help="write the figures to this file")
     args = parser.parse_args()
 
     results: list[SizeResult] = []
     for verp, sizes in ((False, args.sizes), (True, args.verp_sizes)):
         for n in (int(x) for x in sizes.split(",") if x.strip()):
-            results.append(measure_size(n, args.reps, verp, args.timeout, args.parallel, args.profile))
-            report(results[-1])
+            modes = tuple(x.strip() for x in args.signing.split(",") if x.strip())
+            for result in measure_size(n, args.reps, verp, args.timeout, args.parallel, args.profile, modes):
+                report(result)
+                results.append(result)
     write_json(args.json, {"fanout": [r.summary() for r in results]})
 
 

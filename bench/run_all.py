@@ -35,21 +35,29 @@ class Target:
     passes: Callable[[float], bool]
 
 
-def _fanout(results: dict[str, Any], n: int, verp: bool) -> dict[str, Any]:
+def _fanout(results: dict[str, Any], n: int, verp: bool, signing: str = "off") -> dict[str, Any]:
     for entry in results["fanout"]:
-        if entry["n"] == n and entry["verp"] == verp:
+        if entry["n"] == n and entry["verp"] == verp and entry.get("signing", "off") == signing:
             found: dict[str, Any] = entry
             return found
-    raise KeyError(f"no fan-out result for N={n} verp={verp}")
+    raise KeyError(f"no fan-out result for N={n} verp={verp} signing={signing}")
 
 
-def _verp_rate(results: dict[str, Any]) -> tuple[float, str]:
-    entries = [e for e in results["fanout"] if e["verp"]]
+def _verp_rate(results: dict[str, Any], signing: str = "off") -> tuple[float, str]:
+    entries = [e for e in results["fanout"] if e["verp"] and e.get("signing", "off") == signing]
     if not entries:
-        raise KeyError("no VERP result")
+        raise KeyError(f"no VERP result with signing {signing}")
     worst = min(entries, key=lambda e: e["clublist_rate"])
     shown = ", ".join(f"N={e['n']:,}: {e['clublist_rate']:,.0f}/s" for e in entries)
     return worst["clublist_rate"], shown
+
+
+def _signing_cost(results: dict[str, Any]) -> tuple[float, str]:
+    signed, unsigned = _fanout(results, 10000, False, "dkim"), _fanout(results, 10000, False)
+    ratio = signed["clublist_median_s"] / unsigned["clublist_median_s"]
+    return ratio, (
+        f"{ratio:.2f}x ({signed['clublist_median_s']:.3f} s vs {unsigned['clublist_median_s']:.3f} s)"
+    )
 
 
 TARGETS = [
@@ -78,6 +86,20 @@ TARGETS = [
         lambda v: v >= 0.8,
     ),
     Target("VERP, one message per recipient", "fanout", ">= 1,000 rcpt/s", _verp_rate, lambda v: v >= 1000),
+    Target(
+        "VERP with DKIM signing",
+        "fanout",
+        ">= 1,000 rcpt/s",
+        lambda r: _verp_rate(r, "dkim"),
+        lambda v: v >= 1000,
+    ),
+    Target(
+        "fan-out to 10,000 signed vs unsigned",
+        "fanout",
+        "<= 1.10x",
+        _signing_cost,
+        lambda v: v <= 1.1,
+    ),
     Target(
         "inbound, 250 after commit, vs bare aiosmtpd",
         "inbound",

@@ -39,6 +39,7 @@ def server(key: DKIMKey) -> Iterator[DNSServer]:
         **domain_records("nodmarc.example", spf="v=spf1 ip4:192.0.2.0/24 -all"),
         **domain_records("testing.example", spf="v=spf1 -all", dmarc="v=DMARC1; p=reject; pct=0"),
         **domain_records("other.example", spf="v=spf1 -all", key=key),
+        **domain_records("forwarder.example", key=key),
         **domain_records("sub.parent.example", spf="v=spf1 -all"),
         **domain_records("parent.example", dmarc="v=DMARC1; p=none; sp=quarantine"),
         ("broken.example", "TXT"): ["v=spf1 -all"],
@@ -261,3 +262,30 @@ def test_trusted_networks() -> None:
     assert trusted_client("::ffff:10.1.2.3", ["10.0.0.0/8"])
     assert not trusted_client("192.0.2.1", ["127.0.0.0/8", "::1"])
     assert not trusted_client("unix", ["127.0.0.0/8"])
+
+
+def forwarded(key: DKIMKey) -> bytes:
+    """A post as a forwarder that checked it and sealed it with ARC (instance 1) passes it on."""
+    import dkim
+
+    results = b"Authentication-Results: forwarder.example; dkim=pass header.d=example.org\r\n"
+    original = results + message()
+    arc_set = dkim.arc_sign(original, b"sel", b"forwarder.example", key.private_pem, b"forwarder.example")
+    return b"".join(arc_set) + original
+
+
+def test_an_intact_arc_chain_is_recorded_as_pass(server: DNSServer, key: DKIMKey) -> None:
+    result = check(server, forwarded(key))
+    assert result.arc == "pass"
+    assert "\tarc=pass" in result.header_value("myclub.org")
+    assert not result.authenticated  # ARC names the forwarder, never the author
+
+
+def test_a_broken_arc_chain_is_recorded_as_fail(server: DNSServer, key: DKIMKey) -> None:
+    result = check(server, forwarded(key).replace(b"Bring shoes.", b"Bring boots."))
+    assert result.arc == "fail" and "\tarc=fail" in result.header_value("myclub.org")
+
+
+def test_without_arc_nothing_is_said_of_it(server: DNSServer) -> None:
+    result = check(server, message())
+    assert result.arc == "none" and "\tarc=" not in result.header_value("myclub.org")

@@ -315,3 +315,29 @@ def test_an_ed25519_selector_signs_beside_the_rsa_one(tmp_path: Path) -> None:
         assert algorithms == [b"rsa-sha256", b"ed25519-sha256"]
         verifier, lookup = dkim.DKIM(copy.content), dns_lookup(dns)
         assert verifier.verify(0, dnsfunc=lookup) and verifier.verify(1, dnsfunc=lookup)
+
+
+@pytest.mark.parametrize("chain", ["pass", "fail"])
+def test_the_seal_continues_an_incoming_chain_with_its_validation(tmp_path: Path, chain: str) -> None:
+    """RFC 8617: the next instance, cv=pass for a chain that validated at DATA, cv=fail otherwise."""
+    state = tmp_path / "var" / "clublist.sqlite3"
+    key = signing.generate_key(signing.key_path(state, "s5"), "rsa")
+    forwarder = signing.SigningKey("fw", signing.generate_key(tmp_path / "fw.key", "rsa"))
+    received = b"Authentication-Results: forwarder.example; dkim=pass header.d=example.org\r\n" + POST
+    first = dkim.arc_sign(received, b"fw", b"forwarder.example", forwarder.pkcs1_pem(), b"forwarder.example")
+    ours = f"Authentication-Results: myclub.org; dkim=none; arc={chain}\r\n".encode()
+    records = {
+        ("s5._domainkey.myclub.org", "TXT"): [signing.dns_record(key)],
+        ("fw._domainkey.forwarder.example", "TXT"): [signing.dns_record(forwarder.key)],
+    }
+    with RemoteMTA() as sink, DNSServer(records) as dns:
+        site = Site(
+            delivery=DeliverySection(mode="smarthost", smarthost=f"127.0.0.1:{sink.port}"),
+            dkim=DkimSection(selector="s5"),
+        )
+        deliver_once(site, state, ours + b"".join(first) + received, ["anna@example.org"])
+        (copy,) = sink.transactions
+        assert re.search(rb"ARC-Seal: i=2; cv=" + chain.encode() + b";", copy.content)
+        cv, _sets, reason = dkim.arc_verify(copy.content, dnsfunc=dns_lookup(dns))
+        # A chain sealed with cv=fail is ended: dkimpy reports it as terminated (None), never pass.
+        assert cv == (b"pass" if chain == "pass" else None), reason

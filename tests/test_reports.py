@@ -233,3 +233,22 @@ def test_notice_defaults():
     )
     assert message["Auto-Submitted"] == "auto-generated"
     assert "In-Reply-To" not in message
+
+
+@pytest.mark.parametrize(
+    ("code", "reply", "record"),
+    [
+        (550, "5.7.509 Access denied, sending domain does not pass DMARC verification", "DKIM"),
+        (
+            550,
+            "5.7.515 Access denied, sending domain does not meet the required authentication level",
+            "DMARC",
+        ),
+        (421, "4.7.40 Your email has been rate limited because DMARC is not present", "_dmarc"),
+    ],
+)
+def test_a_refusal_naming_authentication_says_which_record_to_fix(code, reply, record):
+    refused = FailedRecipient.from_smtp_reply("e@outlook.com", "failed", code, reply, "mx.outlook.com")
+    text = " ".join(content(next(parse(build([refused])).iter_parts())).split())
+    assert "To fix: " in text and record in text.partition("To fix: ")[2]
+    assert "To fix" not in " ".join(content(next(parse(build([failed()])).iter_parts())).split())

@@ -17,6 +17,8 @@ from email.parser import BytesHeaderParser
 from email.utils import format_datetime, make_msgid
 from typing import Literal
 
+from clublist.outbound import refusals
+
 # CRLF line ends, 7-bit headers and bodies: ready for any SMTP server as is.
 _POLICY = email.policy.SMTP.clone(cte_type="7bit")
 _ENHANCED_STATUS = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})\b")
@@ -276,6 +278,9 @@ def _explain_one(failure: FailedRecipient) -> list[str]:
     else:
         meaning = _meaning(failure.status)
     lines += _wrap(f"What it means: {meaning}")
+    fix = refusals.authentication_fix(failure.status, reply)
+    if fix:
+        lines += _wrap(f"To fix: {fix} (README, \"Deliverability\").")
     if failure.action == "delayed" and failure.will_retry_until:
         lines.append(f"    clublist will keep trying until {_date(failure.will_retry_until)}.")
     lines.append("")

@@ -147,12 +147,17 @@ class Daemon:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.should_exit.wait(), WATCH_INTERVAL)
             if self._worker_task.done():
-                self._worker_task.result()  # the worker died: surface its error and stop
+                self._worker_task.result()  # only a bug ends the worker: surface it and stop
             if self._reload_requested or self.store.fingerprint() != self._fingerprint:
                 self.reload()
             if self.clock() - last_purge > 3600:
                 last_purge = self.clock()
-                await self.writer.run(lambda c: queue.purge(c, self.clock() - PURGE_AFTER))
+                try:
+                    await self.writer.run(lambda c: queue.purge(c, self.clock() - PURGE_AFTER))
+                except Exception as exc:
+                    if not state.is_transient(exc):
+                        raise
+                    log.warning("state database: %s; old queue entries are purged next hour", exc)
 
     async def shutdown(self) -> None:
         log.info("shutting down: no new connections; finishing what is in flight")

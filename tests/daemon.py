@@ -20,7 +20,13 @@ class DaemonProcess:
     """Start with ``with DaemonProcess(club_dir, state, smarthost=...) as daemon:``."""
 
     def __init__(
-        self, club_dir: Path, state: Path, *, smarthost: str | None = None, extra: list[str] = ()
+        self,
+        club_dir: Path,
+        state: Path,
+        *,
+        smarthost: str | None = None,
+        extra: list[str] = (),
+        env: dict[str, str] | None = None,
     ) -> None:
         self.args = [
             CLUBLIST,
@@ -40,9 +46,10 @@ class DaemonProcess:
         self.lines: list[str] = []
         self._changed = threading.Condition()
         self.port = 0
+        self.env = env or {}
 
     def start(self) -> DaemonProcess:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         self.process = subprocess.Popen(self.args, stderr=subprocess.PIPE, text=True, env=env)
         threading.Thread(target=self._read, daemon=True).start()
         line = self.wait_for_log(lambda text: _LISTENING.search(text) is not None, timeout=30)

@@ -41,6 +41,7 @@ class Behaviour:
     takes, as on a busy smarthost.
     """
 
+    mail: Callable[[str], str | None] = lambda sender: None  # the reply to MAIL FROM (None: 250)
     rcpt: Callable[[str], str | None] = lambda address: None
     data: Callable[[list[str]], str | None] = lambda rcpts: None
     delivered: Callable[[Transaction], None] = lambda transaction: None
@@ -50,6 +51,14 @@ class Behaviour:
 class _Handler:
     def __init__(self, mta: RemoteMTA) -> None:
         self.mta = mta
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        reply = self.mta.behaviour.mail(address)
+        if reply is not None:
+            return reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 OK"
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         reply = self.mta.behaviour.rcpt(address)

@@ -34,7 +34,7 @@ from clublist.bounces.score import (
 from clublist.club.model import Member, Site, address_key
 from clublist.club.store import Club, Store
 from clublist.errors import ClublistError
-from clublist.outbound import reports, verp
+from clublist.outbound import reports, sender_refusals, verp
 from clublist.outbound.notices import queue_admin_notice
 from clublist.state import queue
 from clublist.state.db import Writer
@@ -229,6 +229,8 @@ class BounceProcessor:
                     info = queue.message_info(conn, row.message_id)
                     member = club.member(row.recipient)
                     if member is None or info.kind == "report" or info.sender == "":
+                        continue
+                    if sender_refusals.is_sending_refusal(row.reply):  # the club's sender, not the member
                         continue
                     failures.append(Failure(member, info.list_name, delivery_evidence(row), "delivery"))
                 return record_failures(conn, club, failures, now)

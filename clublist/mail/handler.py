@@ -41,7 +41,7 @@ from clublist.dns import Resolver
 from clublist.mail import authentication, decorate, moderation, replies, rules
 from clublist.mail import enqueue as posting
 from clublist.state import queue
-from clublist.state.db import Writer
+from clublist.state.db import Writer, is_transient
 
 log = logging.getLogger(__name__)
 
@@ -435,8 +435,11 @@ class InboundHandler:
         except RecursionError:
             log.warning("refused message from %s: MIME nested too deeply", envelope.mail_from)
             return replies.TOO_DEEPLY_NESTED
-        except Exception:
-            log.exception("internal error at DATA from %s", envelope.mail_from)
+        except Exception as exc:
+            if is_transient(exc):  # locked or full: nothing to debug, the sender retries
+                log.warning("state database: %s; answered 451 to %s", exc, envelope.mail_from)
+            else:
+                log.exception("internal error at DATA from %s", envelope.mail_from)
             return replies.TEMPORARY_FAILURE
         finally:
             self.in_progress -= 1

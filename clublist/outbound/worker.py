@@ -29,6 +29,7 @@ import contextlib
 import logging
 import os
 import random
+import sqlite3
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -42,10 +43,10 @@ import aiosmtplib
 from clublist.club.model import Site, parse_hostport
 from clublist.dns import DNSPermanentError, DNSTemporaryError, Resolver
 from clublist.errors import ClublistError
-from clublist.outbound import reports, signing, unsubscribe, verp
+from clublist.outbound import reports, sender_refusals, signing, unsubscribe, verp
 from clublist.outbound.fairness import FairGate
 from clublist.state import queue
-from clublist.state.db import Writer
+from clublist.state.db import Writer, is_transient
 from clublist.state.queue import Delivery, Outcome, RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,9 @@ IDLE_SECONDS = 10.0
 CLAIM_BATCH = 2000
 # Deliveries leased and in memory at once; more wait in the database (memory stays flat).
 MAX_IN_FLIGHT = 10_000
+# Tries to store a transaction's outcomes while the database is locked or the disk full: with the
+# backoff (1, 2, 4 ... 60 s) about an hour, the claim's lease, after which the rows are due again.
+RECORD_ATTEMPTS = 66
 
 
 @dataclass(frozen=True)
@@ -291,21 +295,36 @@ class DeliveryWorker:
         self.pool.config = config
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Deliver until *stop* is set; then let transactions in flight finish (see :meth:`drain`)."""
-        recovered = await self.writer.run(lambda c: queue.recover(c, self.clock()))
-        if recovered:
-            log.info("%d deliveries were in flight when clublist last stopped; retrying them", recovered)
+        """Deliver until *stop* is set; then let transactions in flight finish (see :meth:`drain`).
+
+        The state database's passing trouble (locked by another process, disk full, I/O errors)
+        is logged and waited out with a bounded backoff; only a bug ends this loop.
+        """
+        backoff = Backoff()
+        recovered: int | None = None
         while not stop.is_set():
             self._wake.clear()
-            handled = await self.pass_once(wait=False)
+            try:
+                if recovered is None:
+                    recovered = await self.writer.run(lambda c: queue.recover(c, self.clock()))
+                    if recovered:
+                        log.info(
+                            "%d deliveries were in flight when clublist last stopped; retrying", recovered
+                        )
+                handled = await self.pass_once(wait=False)
+                next_due = None if handled else await self.writer.run(queue.next_due)
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                delay = backoff.next()
+                log.warning("state database: %s; the delivery worker tries again in %.0f s", exc, delay)
+                await _wait_any([stop.wait()], delay)
+                continue
+            backoff.reset()
             if handled:
                 continue
-            next_due = await self.writer.run(queue.next_due)
             timeout = 300.0 if next_due is None else min(300.0, max(0.05, next_due - self.clock()))
-            waits = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
-            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-            for waiter in waits:
-                waiter.cancel()
+            await _wait_any([self._wake.wait(), stop.wait()], timeout)
 
     async def pass_once(self, *, wait: bool = True) -> int:
         """Claim what is due and start sending it; with *wait*, return after it is all done."""
@@ -370,10 +389,10 @@ class DeliveryWorker:
             try:
                 endpoints = await self._endpoints(destination)
             except PermanentError as exc:
-                await self._record([_fail(d, exc.status, str(exc)) for d in deliveries])
+                await self._record([_fail(d, exc.status, str(exc)) for d in deliveries], deliveries)
                 return
             except TransientError as exc:
-                await self._record([_defer(d, str(exc), exc.host) for d in deliveries])
+                await self._record([_defer(d, str(exc), exc.host) for d in deliveries], deliveries)
                 return
             gate = self._per_destination.setdefault(destination, FairGate(self.config.per_destination))
             results = await asyncio.gather(
@@ -394,7 +413,7 @@ class DeliveryWorker:
             raise
         except Exception:  # finding the destination's servers failed unexpectedly: nothing was sent
             log.exception("unexpected error looking up %s; deferring its deliveries", destination)
-            await self._record([_defer(d, "internal error in clublist", "") for d in deliveries])
+            await self._record([_defer(d, "internal error in clublist", "") for d in deliveries], deliveries)
         finally:
             self._in_flight -= len(deliveries)
             self._forget_content(deliveries)
@@ -455,13 +474,14 @@ class DeliveryWorker:
                     log.info("%s left the queue before it was sent", first.queue_id)
                     return
                 await self._attempt(endpoints, batch, content, outcomes)
-            except Exception:
-                log.exception(
-                    "unexpected error sending %s (%d recipients); deferring them", first.queue_id, len(batch)
-                )
+            except Exception as exc:
+                if is_transient(exc):  # the content could not be read now: try again later
+                    log.warning("state database: %s; %s is tried again later", exc, first.queue_id)
+                else:
+                    log.exception("unexpected error sending %s; deferring its recipients", first.queue_id)
                 for delivery in batch:  # what a server already answered stands
                     outcomes.setdefault(delivery.id, _defer(delivery, "internal error in clublist", ""))
-            await self._record(list(outcomes.values()))
+            await self._record(list(outcomes.values()), batch)
 
     async def _attempt(
         self,
@@ -518,11 +538,13 @@ class DeliveryWorker:
         if self._personal(first):
             content = self._personal_copy(first, content)
         options = ["BODY=8BITMIME"] if smtp.supports_extension("8bitmime") and not content.isascii() else []
+        sender = self._envelope_sender(first)
         try:
-            await smtp.mail(self._envelope_sender(first), options=options)
-        except aiosmtplib.SMTPSenderRefused as exc:
+            await smtp.mail(sender, options=options)
+        except aiosmtplib.SMTPSenderRefused as exc:  # before any recipient: never theirs to pay for
+            refusal = sender_refusals.Refusal("MAIL FROM", host, exc.code, exc.message, sender)
             for delivery in batch:
-                outcomes[delivery.id] = _by_reply(delivery, exc.code, exc.message, host)
+                outcomes[delivery.id] = refusal.outcome(delivery.id)
             await _reset(smtp)
             return
         accepted = []
@@ -531,7 +553,11 @@ class DeliveryWorker:
                 await smtp.rcpt(delivery.recipient)
                 accepted.append(delivery)
             except aiosmtplib.SMTPRecipientRefused as exc:
-                outcomes[delivery.id] = _by_reply(delivery, exc.code, exc.message, host)
+                if sender_refusals.is_relay_or_auth_refusal(exc.code, exc.message):
+                    refusal = sender_refusals.Refusal("RCPT", host, exc.code, exc.message, sender)
+                    outcomes[delivery.id] = refusal.outcome(delivery.id)
+                else:
+                    outcomes[delivery.id] = _by_reply(delivery, exc.code, exc.message, host)
         if not accepted:
             await _reset(smtp)
             return
@@ -589,9 +615,34 @@ class DeliveryWorker:
 
     # --- outcomes and reports -------------------------------------------------------
 
-    async def _record(self, outcomes: list[Outcome]) -> None:
+    async def _record(self, outcomes: list[Outcome], deliveries: list[Delivery]) -> None:
+        """Store outcomes (and log them); while the database cannot take them, wait and try again.
+
+        The retries are bounded; giving up too early would leave a sent row leased and send it
+        twice when the lease ends.
+        """
+        _log_outcomes(outcomes, deliveries)
         now, policy = self.clock(), self.config.policy
-        await asyncio.shield(self.writer.run(lambda c: queue.record(c, outcomes, now, policy)))
+        refused = [o.refusal for o in outcomes if isinstance(o, sender_refusals.RefusedOutcome) and o.refusal]
+
+        def store(conn: sqlite3.Connection) -> list[str]:
+            queue.record(conn, outcomes, now, policy)
+            domain, admin = self.config.domain, self.config.admin
+            return sender_refusals.alert_once(conn, refused, domain=domain, admin=admin, now=now)
+
+        backoff = Backoff()
+        for attempt in range(RECORD_ATTEMPTS):
+            try:
+                alerted = await asyncio.shield(self.writer.run(store))
+                break
+            except Exception as exc:
+                if not is_transient(exc) or attempt == RECORD_ATTEMPTS - 1:
+                    raise
+                delay = backoff.next()
+                log.warning("state database: %s; storing outcomes again in %.0f s", exc, delay)
+                await asyncio.sleep(delay)
+        for cause in alerted:
+            log.warning("the club's own sending was refused (%s); the administrator is alerted", cause)
         if any(o.status != "sent" for o in outcomes):
             try:
                 await self.report_failures()
@@ -643,6 +694,59 @@ class DeliveryWorker:
                 load = self._content.pop(message_id, None)
                 if load is not None:
                     load.cancel()  # still loading for transactions that were cancelled
+
+
+def _log_outcomes(outcomes: Sequence[Outcome], deliveries: Sequence[Delivery]) -> None:
+    """One line per message of a transaction: queue id, list, recipients, what each reply did."""
+    by_id = {o.delivery_id: o for o in outcomes}
+    messages: dict[str, list[Delivery]] = {}
+    for delivery in deliveries:
+        messages.setdefault(delivery.queue_id, []).append(delivery)
+    for queue_id, group in messages.items():
+        replies: dict[tuple[str, str], int] = {}
+        hosts = set()
+        for delivery in group:
+            outcome = by_id.get(delivery.id)
+            if outcome is not None:
+                reply = outcome.reply
+                if outcome.code is not None and not reply.startswith(str(outcome.code)):
+                    reply = f"{outcome.code} {reply}"
+                replies[(outcome.status, reply)] = replies.get((outcome.status, reply), 0) + 1
+                hosts.add(outcome.host)
+        if not replies:
+            continue
+        first = group[0]
+        about = f"list {first.list_name}" if first.list_name else first.kind
+        via = f" via {', '.join(sorted(h for h in hosts if h))}" if any(hosts) else ""
+        said = "; ".join(f"{count} {status}: {reply}" for (status, reply), count in replies.items())
+        level = logging.INFO if all(status == "sent" for status, _ in replies) else logging.WARNING
+        count = f"{len(group)} recipient{'s' if len(group) != 1 else ''}"
+        log.log(level, "delivery %s (%s, %s)%s: %s", queue_id, about, count, via, said)
+
+
+class Backoff:
+    """Waits that double from ``first`` up to ``longest`` seconds while the trouble lasts."""
+
+    def __init__(self, first: float = 1.0, longest: float = 60.0) -> None:
+        self.first, self.longest = first, longest
+        self._next = first
+
+    def next(self) -> float:
+        delay, self._next = self._next, min(self._next * 2, self.longest)
+        return delay
+
+    def reset(self) -> None:
+        self._next = self.first
+
+
+async def _wait_any(waits: list[Awaitable[object]], timeout: float) -> None:
+    """Until one of *waits* is done or *timeout* passes."""
+    futures = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(futures, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for future in futures:
+            future.cancel()
 
 
 def _group(claimed: list[Delivery], config: DeliveryConfig) -> dict[str, list[Delivery]]:

@@ -28,6 +28,20 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+# How long a connection waits for another one's write lock before SQLite gives up with
+# "database is locked".  CLUBLIST_BUSY_TIMEOUT (seconds) shortens it, so that tests can hold
+# the lock past it without waiting half a minute.
+BUSY_TIMEOUT = float(os.environ.get("CLUBLIST_BUSY_TIMEOUT") or 30)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether an error is the database's or the disk's passing trouble (locked, full, I/O), not a bug.
+
+    The daemon logs these, waits and goes on; anything else is a bug and stops it.
+    """
+    return isinstance(exc, sqlite3.OperationalError | OSError)
+
+
 MIGRATIONS: list[tuple[str, str]] = [
     (
         "queue",
@@ -141,6 +155,15 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         """,
     ),
+    (
+        "sender_alerts",
+        """
+        CREATE TABLE sender_alerts (
+            cause TEXT PRIMARY KEY,
+            sent REAL NOT NULL
+        ) WITHOUT ROWID;
+        """,
+    ),
 ]
 
 
@@ -152,14 +175,14 @@ def connect(path: Path | str, *, create: bool = True) -> sqlite3.Connection:
             raise ClublistError(f"no state database at {path}; it is created by 'clublist run'")
         path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        conn = sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=False)
+        conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT, check_same_thread=False)
     except sqlite3.DatabaseError as exc:
         raise ClublistError(f"{path}: cannot open the state database ({exc})") from None
     try:
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute("PRAGMA foreign_keys = ON")
-        conn.execute("PRAGMA busy_timeout = 30000")
+        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
         conn.row_factory = sqlite3.Row
         migrate(conn)
     except sqlite3.DatabaseError as exc:
@@ -191,14 +214,20 @@ def migrate(conn: sqlite3.Connection) -> None:
 
 @contextlib.contextmanager
 def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """One write transaction, taken at once (BEGIN IMMEDIATE) so it never fails half-way on a lock."""
+    """One write transaction, taken at once (BEGIN IMMEDIATE) so it never fails half-way on a lock.
+
+    A COMMIT that fails (disk full, I/O error) is rolled back too: the connection must never be
+    left inside a transaction, or every later BEGIN would fail.
+    """
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield conn
+        conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
 
 
 class Writer:

@@ -25,11 +25,13 @@ worker sends nothing and the figure is acceptance alone.
 
 The posts above come from a trusted network (listen.trusted_networks), so
 clublist checks no SPF, DKIM or DMARC: the figure of earlier versions.
-``--verify`` (on by default) runs clublist once more with loopback untrusted
-and every post DKIM-signed by the author's domain (key made here, p=reject,
-an SPF record that fails the client), the loopback DNS responder of the
-tests (tests/dnsserver.py) as its resolver and the cache warm; the
-difference in time and CPU per message is the cost of verification.
+``--verify`` (on by default) runs one more daemon, whose resolver is the
+tests' loopback DNS responder (tests/dnsserver.py), and alternates bursts
+of the same posts from a trusted network (127.0.0.2) with bursts of them
+DKIM-signed by the author's domain from an untrusted client (key made
+here, p=reject, an SPF record that fails the client), after a warm-up that
+fills the DNS cache; the difference in time and in the daemon's CPU per
+message is the cost of verification.
 """
 
 from __future__ import annotations
@@ -76,6 +78,7 @@ LIST_SIZE = 3
 LIST_ADDRESS = f"youth@{DOMAIN}"
 # clublist's listener allows 200 MAIL commands per session (aiosmtpd command_call_limit=200).
 PER_CONNECTION = 100
+TRUSTED_SOURCE = "127.0.0.2"  # the verification run's trusted network (Linux routes all of 127/8 to lo)
 
 
 @dataclass
@@ -96,8 +99,11 @@ class Burst:
         return ", ".join(f"{name} {self.cpu_ms_per_message(name):.2f}" for name in self.cpu)
 
 
-def connect(port: int, timeout: float) -> smtplib.SMTP:
-    client = smtplib.SMTP(LOOPBACK, port, local_hostname="client.bench", timeout=timeout)
+def connect(port: int, timeout: float, source: str = "") -> smtplib.SMTP:
+    source_address = (source, 0) if source else None
+    client = smtplib.SMTP(
+        LOOPBACK, port, local_hostname="client.bench", timeout=timeout, source_address=source_address
+    )
     client.ehlo()
     return client
 
@@ -117,15 +123,16 @@ def burst(
     timeout: float,
     per_connection: int = PER_CONNECTION,
     watch: dict[str, int] | None = None,
+    source: str = "",
 ) -> Burst:
     """Each client sends its batch over its own connection; time from the barrier to the last 250.
 
     A client opens a new connection after *per_connection* messages (the
     first one is opened before the clock starts).  *watch* names processes
     (name -> pid) whose CPU time during the burst is recorded; "client" is
-    this process.
+    this process.  *source* is the clients' own address (127.0.0.2 for a trusted network).
     """
-    clients = [connect(port, timeout) for _ in batches]
+    clients = [connect(port, timeout, source) for _ in batches]
     barrier = threading.Barrier(len(clients) + 1, timeout=timeout)
     refused: list[str] = []
     lock = threading.Lock()
@@ -135,14 +142,14 @@ def burst(
         for i, message in enumerate(messages):
             if i and i % per_connection == 0:
                 close(client)
-                client = connect(port, timeout)
+                client = connect(port, timeout, source)
             try:
                 client.sendmail(sender, [LIST_ADDRESS], message)
             except smtplib.SMTPException as exc:
                 with lock:
                     refused.append(str(exc))
                 close(client)
-                client = connect(port, timeout)
+                client = connect(port, timeout, source)
         close(client)
 
     threads = [
@@ -225,40 +232,50 @@ def isolated(
 
 def verified(
     root: Path, reps: int, send: Callable[..., Burst], batches: Callable[[int], list[list[bytes]]]
-) -> list[Burst]:
-    """clublist checking SPF, every DKIM signature and DMARC on each post, with a warm DNS cache."""
+) -> tuple[list[Burst], list[Burst]]:
+    """One daemon, alternating: posts from a trusted network (127.0.0.2, nothing checked) and
+    DKIM-signed posts from an untrusted client (SPF, every DKIM signature and DMARC checked),
+    the DNS cache warm.  Returns (trusted runs, verified runs)."""
     key = DKIMKey.generate()
     records = domain_records(MEMBER_DOMAIN, spf="v=spf1 -all", dmarc="v=DMARC1; p=reject", key=key)
 
     def signed(rep: int) -> list[list[bytes]]:
         return [[key.sign(message, MEMBER_DOMAIN) for message in batch] for batch in batches(rep)]
 
-    runs: list[Burst] = []
+    trusted_runs: list[Burst] = []
+    verified_runs: list[Burst] = []
     with DNSServer(records) as dns, SinkProcess() as sink:
         settings = {
             "posting.daily_limit": "0",
-            "listen.trusted_networks": "",
+            "listen.trusted_networks": TRUSTED_SOURCE,
             "delivery.dns_servers": LOOPBACK,
             "delivery.dns_port": str(dns.port),
         }
         club = make_club(root / "verified", {"youth": LIST_SIZE}, settings=settings)
         with DaemonProcess(club, smarthost=f"{LOOPBACK}:{sink.port}") as daemon:
             warm = send(daemon.port, signed(-3), sender=club.author)  # also fills the DNS cache
+            send(daemon.port, batches(-4), sender=club.author, source=TRUSTED_SOURCE)
             if warm.refused:
                 raise RuntimeError(f"verified posts were refused: {warm.refused[:3]}")
-            accepted = warm.messages
+            accepted = 2 * warm.messages
+            wait_settled(club.state, accepted * LIST_SIZE, 300)
+            watch = {"daemon": daemon.pid}
             for rep in range(reps):
-                messages = signed(200 + rep)
-                run = send(daemon.port, messages, sender=club.author, watch={"daemon": daemon.pid})
-                runs.append(run)
+                plain, checked = batches(200 + rep), signed(300 + rep)
+                trusted = send(daemon.port, plain, sender=club.author, watch=watch, source=TRUSTED_SOURCE)
+                accepted += trusted.messages
+                wait_settled(club.state, accepted * LIST_SIZE, 300)
+                run = send(daemon.port, checked, sender=club.author, watch=watch)
                 accepted += run.messages
                 wait_settled(club.state, accepted * LIST_SIZE, 300)
+                trusted_runs.append(trusted)
+                verified_runs.append(run)
                 say(
-                    f"  verified rep {rep + 1}: {run.messages} in {run.seconds:.3f} s;"
-                    f" {run.rate:,.0f} msg/s; CPU ms/msg: {run.cpu_text()}"
+                    f"  verified rep {rep + 1}: trusted {trusted.rate:,.0f} msg/s, CPU ms/msg"
+                    f" {trusted.cpu_text()}; verified {run.rate:,.0f} msg/s, CPU ms/msg {run.cpu_text()}"
                 )
                 show_refusals(run)
-    return runs
+    return trusted_runs, verified_runs
 
 
 def main() -> None:
@@ -285,6 +302,7 @@ def main() -> None:
     bare_runs: list[Burst] = []
     isolated_runs: list[Burst] = []
     verified_runs: list[Burst] = []
+    trusted_runs: list[Burst] = []
     send = functools.partial(burst, timeout=args.timeout, per_connection=args.per_connection)
     with temporary_root("inbound") as root, SinkProcess() as delivery_sink, SinkProcess() as bare_sink:
         club = make_club(root, {"youth": LIST_SIZE}, settings={"posting.daily_limit": "0"})
@@ -328,7 +346,7 @@ def main() -> None:
             say(profile_activities(first, DAEMON_ACTIVITIES))
             say(summarize_profile(first))
         if args.verify:
-            verified_runs = verified(root, args.reps, send, batches)
+            trusted_runs, verified_runs = verified(root, args.reps, send, batches)
         if args.isolate:
             isolated_runs = isolated(root, args.reps, send, batches, args.profile)
             if args.profile:
@@ -375,20 +393,25 @@ def main() -> None:
             isolated_cpu_ms_per_message=cpu_medians(isolated_runs),
         )
     if verified_runs:
+        trusted_rate = median([r.rate for r in trusted_runs])
         verified_rate = median([r.rate for r in verified_runs])
-        trusted_cpu = cpu_medians(clublist_runs).get("daemon", 0.0)
+        trusted_cpu = cpu_medians(trusted_runs).get("daemon", 0.0)
         verified_cpu = cpu_medians(verified_runs).get("daemon", 0.0)
-        cost_ms = 1000 / verified_rate - 1000 / clublist_rate
+        cost_ms = 1000 / verified_rate - 1000 / trusted_rate
         say(
             f"  verified  : SPF+DKIM+DMARC, DNS cached: {fmt_times([r.seconds for r in verified_runs])} s;"
-            f" median {verified_rate:,.0f} msg/s (trusted {clublist_rate:,.0f} msg/s);"
-            f" +{cost_ms:.2f} ms per post, daemon CPU {verified_cpu:.2f} vs {trusted_cpu:.2f} ms/msg"
+            f" median {verified_rate:,.0f} msg/s vs {trusted_rate:,.0f} msg/s trusted (same daemon);"
+            f" {cost_ms:+.2f} ms per post; daemon CPU {verified_cpu:.2f} vs {trusted_cpu:.2f} ms/msg"
+            f" ({verified_cpu - trusted_cpu:+.2f})"
         )
         figures.update(
             verified_seconds=[r.seconds for r in verified_runs],
+            verified_trusted_seconds=[r.seconds for r in trusted_runs],
             verified_rate=verified_rate,
+            verified_trusted_rate=trusted_rate,
             verified_cost_ms_per_post=cost_ms,
             verified_cpu_ms_per_message=cpu_medians(verified_runs),
+            verified_trusted_cpu_ms_per_message=cpu_medians(trusted_runs),
         )
     say(f"  daemon    : VmRSS {memory['VmRSS']:.1f} MB, VmHWM {memory['VmHWM']:.1f} MB")
     write_json(args.json, {"inbound": figures})

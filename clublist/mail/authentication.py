@@ -7,8 +7,9 @@ signature), the client's IP and HELO and the envelope sender, and returns an
 with or without a DMARC record), and the Authentication-Results header (RFC 8601) for the
 post.  The posting rules (rules.py) decide what the verdict means for the list.
 
-dkimpy and pyspf are synchronous and do their own DNS lookups, so they run in threads
-(``asyncio.to_thread``) and their lookups come back to the event loop through clublist's one
+dkimpy and pyspf are synchronous and do their own DNS lookups, so they run in threads (a pool
+of their own, so that senders whose DNS hangs cannot take the threads every other check and the
+bot need) and their lookups come back to the event loop through clublist's one
 resolver (clublist/dns.py: the configured servers, a cache, a timeout), never to another
 resolver.  A DNS server that fails or keeps silent makes the method ``temperror``; SPF, DKIM
 and DMARC are looked up side by side, so a dead server costs one resolver timeout, and the
@@ -26,6 +27,7 @@ whole check never runs past two.  Choices:
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextvars
 import dataclasses
 import ipaddress
@@ -55,6 +57,11 @@ _TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`{|}~-]+")
 _UNSAFE = re.compile(r"[^\x21-\x7e]")
 _AUTHSERV_ID = re.compile(rb"\s*(?:\([^)]*\)\s*)*([^\s;()]+)")
 _HEADER_END = re.compile(rb"\r?\n(\r?\n)")  # group 1: the empty line that ends the header section
+
+
+# Each check holds a thread for at most one resolver timeout per lookup; 32 let 16 posts whose
+# DNS hangs wait side by side while others are checked.  Threads start only when needed.
+_THREADS = concurrent.futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="authentication")
 
 
 class _TemporaryLookupError(Exception):
@@ -185,8 +192,8 @@ async def authenticate(
     loop = asyncio.get_running_loop()
     lookup = _Lookup(resolver, loop)
     spf_domain = (mail_from.rpartition("@")[2] if mail_from else helo).rstrip(".").lower()
-    spf_task = asyncio.ensure_future(asyncio.to_thread(_check_spf, lookup, client_ip, mail_from, helo))
-    dkim_task = asyncio.ensure_future(asyncio.to_thread(_check_dkim, lookup, raw))
+    spf_task = loop.run_in_executor(_THREADS, _check_spf, lookup, client_ip, mail_from, helo)
+    dkim_task = loop.run_in_executor(_THREADS, _check_dkim, lookup, raw)
     dmarc_task = asyncio.ensure_future(_dmarc_record(resolver, from_domain))
     arc_task = asyncio.ensure_future(asyncio.to_thread(_check_arc, lookup, raw))
     tasks = (spf_task, dkim_task, dmarc_task, arc_task)
@@ -324,7 +331,7 @@ class _Lookup:
 
 
 # pyspf calls the module-level spf.DNSLookup; it is pointed once at a function that finds the
-# resolver of the check running in this thread (asyncio.to_thread copies the context).
+# resolver of the check running in this thread (_check_spf sets it there).
 _SPF_LOOKUP: contextvars.ContextVar[_Lookup] = contextvars.ContextVar("clublist_spf_lookup")
 
 
@@ -352,7 +359,9 @@ spf.DNSLookup = _spf_dns
 async def check_spf(resolver: clubdns.Resolver, client_ip: str, mail_from: str, helo: str) -> SPFResult:
     """SPF alone (RFC 7208): may *client_ip* send as *mail_from*?  For ``clublist check``."""
     lookup = _Lookup(resolver, asyncio.get_running_loop())
-    return await asyncio.to_thread(_check_spf, lookup, client_ip, mail_from, helo)
+    return await asyncio.get_running_loop().run_in_executor(
+        _THREADS, _check_spf, lookup, client_ip, mail_from, helo
+    )
 
 
 def _check_spf(lookup: _Lookup, client_ip: str, mail_from: str, helo: str) -> SPFResult:

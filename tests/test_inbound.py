@@ -32,9 +32,7 @@ def club(store: Store) -> Store:
     admin = Actor.shell()
     list_create(store, admin, "trainer", owners=["tom@example.org"])
     member_add(store, admin, "anna@example.org", "Anna", ("youth",))
-    member_add(
-        store, admin, "ben@example.org", "Ben", ("youth", "trainer"), aliases=("ben@work.example",)
-    )
+    member_add(store, admin, "ben@example.org", "Ben", ("youth", "trainer"), aliases=("ben@work.example",))
     member_add(store, admin, "tom@example.org", "Tom", ("trainer",))
     member_add(store, admin, "off@example.org", "Off", ("youth",))
     member_set(store, admin, "off@example.org", MemberChanges(enable=False))
@@ -269,23 +267,25 @@ def test_broken_members_file_keeps_the_last_good_version(
 
 
 def test_moderated_post_is_held_then_approved(
-    daemon: DaemonProcess, sink: RemoteMTA, cli: Runner, tmp_path: Path
+    club: Store, club_dir: Path, sink: RemoteMTA, cli: Runner, tmp_path: Path
 ) -> None:
+    # Both changes before the daemon starts: a reload between two edits would race the post.
     cli("list", "set", "youth", "posting", "moderated")
     cli("list", "set", "youth", "owners", "ben@example.org")
     state = ["--state", str(tmp_path / "var" / "state.sqlite3")]
-    mark = len(daemon.lines)
-    daemon.wait_for_log(lambda line: "reloaded lists.d" in line, start=mark)
-    with smtp(daemon) as client:
-        client.sendmail("anna@example.org", ["youth@myclub.org"], POST)
-    assert sink.wait_for(lambda s: s.delivered == {"ben@example.org"})  # the owner's notice
-    notice = sink.transactions[0].message
-    assert notice["Subject"] == "Held for approval: Training tonight"
-    (held,) = json.loads(cli(*state, "held", "ls", "--json").stdout)
-    assert held["list_name"] == "youth" and held["author"] == "anna@example.org"
-    cli(*state, "held", "approve", str(held["id"]))
-    assert sink.wait_for(lambda s: s.received_count == 3)
-    assert json.loads(cli(*state, "held", "ls", "--json").stdout) == []
+    with DaemonProcess(
+        club_dir, tmp_path / "var" / "state.sqlite3", smarthost=f"127.0.0.1:{sink.port}"
+    ) as daemon:
+        with smtp(daemon) as client:
+            client.sendmail("anna@example.org", ["youth@myclub.org"], POST)
+        assert sink.wait_for(lambda s: s.delivered == {"ben@example.org"})  # the owner's notice
+        notice = sink.transactions[0].message
+        assert notice["Subject"] == "Held for approval: Training tonight"
+        (held,) = json.loads(cli(*state, "held", "ls", "--json").stdout)
+        assert held["list_name"] == "youth" and held["author"] == "anna@example.org"
+        cli(*state, "held", "approve", str(held["id"]))
+        assert sink.wait_for(lambda s: s.received_count == 3)
+        assert json.loads(cli(*state, "held", "ls", "--json").stdout) == []
 
 
 def test_starttls_is_offered_and_recorded_in_received(

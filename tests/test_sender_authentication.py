@@ -266,3 +266,12 @@ def test_a_batv_envelope_of_a_member_with_an_aligned_signature_is_accepted(club:
     srs = "SRS0=HHH=TT=example.org=anna@forwarder.example"
     code, _ = send(club, club.key.sign(post("srs@example.org"), "example.org"), srs)
     assert code == 250
+
+
+def test_xforward_is_refused_inside_a_transaction_and_for_unknown_attributes(club: Club) -> None:
+    with smtplib.SMTP("127.0.0.1", club.daemon.port, timeout=30) as client:
+        client.ehlo("proxy.example")
+        assert client.docmd("XFORWARD", "COLOUR=blue")[0] == 501
+        assert client.docmd("XFORWARD", "ADDR=IPV6:2001:db8::1 NAME=[UNAVAILABLE]")[0] == 250
+        client.mail("anna@example.org")
+        assert client.docmd("XFORWARD", f"ADDR={INSIDE_SPF}")[0] == 503

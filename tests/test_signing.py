@@ -140,6 +140,22 @@ def test_dkim_show_json_has_exactly_the_documented_keys(record: dict[str, str]) 
     assert "lists.d" not in Path(record["key_path"]).parts
 
 
+def test_keygen_sets_the_selector_keeping_comments_and_never_overwrites_a_key(
+    club: tuple[Path, Path],
+) -> None:
+    directory, state = club
+    text = (directory / "club.toml").read_text()
+    assert 'selector = "s1"' in text and "# Lists are LIST@domain" in text
+    standby = clublist(directory, state, "dkim", "keygen", "--selector", "s9", "--standby")
+    assert "s9._domainkey.myclub.org" in standby and 'IN TXT ( "v=DKIM1; k=rsa; p=' in standby
+    assert (directory / "club.toml").read_text() == text  # made, not yet signing
+    again = CliRunner().invoke(
+        main, ["--dir", str(directory), "--state", str(state), "dkim", "keygen", "--selector", "s9"]
+    )
+    assert again.exit_code == 1 and "never overwritten" in again.output and "Traceback" not in again.output
+    assert (directory / "club.toml").read_text() == text
+
+
 def test_a_post_verifies_and_a_tampered_copy_does_not(
     daemon: DaemonProcess, sink: RemoteMTA, lookup: DnsFunc
 ) -> None:

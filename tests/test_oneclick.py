@@ -8,11 +8,13 @@ import http.client
 import json
 import re
 import smtplib
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
 import dkim
 import pytest
+import trustme
 from daemon import DaemonProcess
 from dnsserver import DNSServer
 from mta import RemoteMTA, Transaction
@@ -23,6 +25,7 @@ from clublist.actions.config import config_set, init_club
 from clublist.actions.lists import list_create
 from clublist.actions.members import member_add
 from clublist.club.store import Store
+from clublist.outbound import unsubscribe, verp
 
 URL = "https://lists.myclub.org/u"
 _HTTP_PORT = re.compile(r"one-click unsubscribe on http://\S+:(\d+)")
@@ -161,3 +164,31 @@ def test_post_unsubscribes_exactly_that_member_from_that_list(
     notice = received(sink, lambda t: "left youth (one-click unsubscribe)" in str(t.message["Subject"]))
     assert notice.rcpt_tos == ["admin@myclub.org"]
     assert request(http_port, "POST", link(copies["youth", "anna"]))[0] == 404  # used up
+
+
+def test_with_http_tls_the_page_is_served_over_https(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    pem = tmp_path / "cert.pem"
+    ca.issue_cert("lists.myclub.org").private_key_and_cert_chain_pem.write_to_path(str(pem))
+    directory, state = tmp_path / "lists.d", tmp_path / "var" / "clublist.sqlite3"
+    init_club(directory, "myclub.org", "admin@myclub.org", "My Club", "Europe/Berlin")
+    store, shell = Store(directory), Actor.shell()
+    list_create(store, shell, "youth")
+    member_add(store, shell, "ben@example.org", "Ben", ("youth",))
+    for key, value in (("unsubscribe.url", URL), ("listen.http_port", "0"), ("tls.cert", str(pem))):
+        config_set(store, shell, key, value)
+    config_set(store, shell, "listen.http_tls", "true")
+    token = unsubscribe.token(verp.load_secret(state), "youth", "ben@example.org")
+    with DaemonProcess(directory, state) as daemon:
+        line = daemon.wait_for_log(lambda text: "one-click unsubscribe on https://" in text)
+        port = int(line.rpartition(":")[2])
+        context = ssl.create_default_context()
+        ca.configure_trust(context)
+        context.check_hostname = False  # the certificate names lists.myclub.org; we dial 127.0.0.1
+        connection = http.client.HTTPSConnection("127.0.0.1", port, timeout=30, context=context)
+        try:
+            connection.request("GET", f"/u/{token}")
+            response = connection.getresponse()
+            assert response.status == 200 and '<form method="post">' in response.read().decode()
+        finally:
+            connection.close()

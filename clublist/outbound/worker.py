@@ -103,9 +103,8 @@ class DeliveryConfig:
     def from_site(cls, site: Site, state_path: Path, smarthost: str | None = None) -> DeliveryConfig:
         d = site.delivery
         target = smarthost or (d.smarthost if d.mode == "smarthost" else "")
-        smarthost_tls: TLSMode = {"none": "none", "opportunistic": "opportunistic", "required": "verify"}[
-            d.smarthost_tls
-        ]
+        relay_tls: dict[str, TLSMode] = {"none": "none", "opportunistic": "opportunistic"}
+        smarthost_tls = relay_tls.get(d.smarthost_tls, "verify")  # "required": a valid certificate
         return cls(
             domain=site.domain,
             admin=site.site.admin,
@@ -431,8 +430,8 @@ class DeliveryWorker:
     async def _endpoints(self, destination: str) -> list[Endpoint]:
         config = self.config
         if config.smarthost is not None:
-            host, port = config.smarthost
-            return [Endpoint(host, port, host, config.smarthost_tls)]
+            relay, port = config.smarthost
+            return [Endpoint(relay, port, relay, config.smarthost_tls)]
         tls: TLSMode = (
             "verify"
             if config.tls == "verify" or destination in config.tls_verify_domains

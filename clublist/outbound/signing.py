@@ -22,6 +22,7 @@ import collections
 import hashlib
 import os
 import re
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -162,6 +163,7 @@ class Signer:
         self.signatures = 0
         self.seals = 0
         self._body_hashes: collections.OrderedDict[bytes, bytes] = collections.OrderedDict()
+        self._lock = threading.Lock()  # the worker signs in threads as well as on its event loop
 
     def sign(self, content: bytes) -> bytes:
         """*content* with a DKIM-Signature per key on top (the message is otherwise unchanged)."""
@@ -195,7 +197,8 @@ class Signer:
         )
         if not arc_set:
             return content
-        self.seals += 1
+        with self._lock:
+            self.seals += 1
         return b"".join(arc_set) + content
 
     def _signature(
@@ -225,21 +228,24 @@ class Signer:
         ((field_name, value),) = self._canon.canonicalize_headers([(name, b" " + unsigned)])
         hasher.update(field_name + b":" + value.rstrip())
         fields[-1] = (b"b", base64.b64encode(key.sign_digest(hasher.digest())))
-        self.signatures += 1
+        with self._lock:
+            self.signatures += 1
         return name + b": " + dkim.fold(b"; ".join(b"=".join(f) for f in fields) + b"\r\n", len(name))
 
     def _body_hash(self, body: bytes) -> bytes:
         """The relaxed body hash, computed once per distinct body (one-click copies share one)."""
         key = hashlib.blake2b(body, digest_size=32).digest()
-        found = self._body_hashes.get(key)
+        with self._lock:
+            found = self._body_hashes.get(key)
+            if found is not None:
+                self._body_hashes.move_to_end(key)
         if found is None:
             canonical = self._canon.canonicalize_body(body)
             found = base64.b64encode(hashlib.sha256(canonical).digest())
-            self._body_hashes[key] = found
-            if len(self._body_hashes) > _BODY_HASHES:
-                self._body_hashes.popitem(last=False)
-        else:
-            self._body_hashes.move_to_end(key)
+            with self._lock:
+                self._body_hashes[key] = found
+                if len(self._body_hashes) > _BODY_HASHES:
+                    self._body_hashes.popitem(last=False)
         return found
 
 

@@ -368,7 +368,11 @@ class DeliveryWorker:
         return await asyncio.shield(load)  # one transaction cancelled must not cancel the shared load
 
     async def _load_signed(self, delivery: Delivery) -> bytes:
-        return self._signed(delivery, await self.load_content(delivery.message_id))
+        content = await self.load_content(delivery.message_id)
+        if self.config.signer is None:
+            return content
+        # Hashing a large body takes a while: in a thread, SMTP sessions keep their turns.
+        return await asyncio.to_thread(self._signed, delivery, content)
 
     async def drain(self, timeout: float) -> None:
         """Let transactions in flight finish; after *timeout*, cancel them (their rows stay due)."""

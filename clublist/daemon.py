@@ -7,6 +7,12 @@ SIGHUP reloads lists.d and the TLS certificate, SIGUSR1 wakes the worker
 (``clublist queue flush`` sends it).  With ``unsubscribe.url`` set it also
 serves one-click unsubscribe over HTTP (:mod:`clublist.oneclick`; a change
 of that URL or its port takes a restart).
+
+Every command that writes lists.d sends SIGHUP and waits for the reload to
+be confirmed (:meth:`DaemonLock.reload`), so the next post follows the
+change.  Reloads parse in a thread and run one at a time in one task, each
+reading files at least as new as the last: an older reading can never
+replace a newer one, and SMTP sessions never wait for a parse.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from typing import TYPE_CHECKING
 
 from clublist.bounces import processor as bounces
 from clublist.club.model import Site
-from clublist.club.store import Store
+from clublist.club.store import Club, Store
 from clublist.dns import resolver_for
 from clublist.errors import ClublistError
 from clublist.mail import rules
@@ -63,7 +69,8 @@ class Daemon:
         clock: Callable[[], float] = time.time,
         on_ready: Callable[[Daemon], None] | None = None,
     ) -> None:
-        self.store = Store(directory, cache_dir=state_path.parent)
+        # The daemon's own writes (members disabled by bounces) take effect at once, too.
+        self.store = Store(directory, cache_dir=state_path.parent, on_change=self._lists_d_changed)
         self.state_path = state_path
         self.overrides = overrides
         self.rules = rules_in_force
@@ -72,7 +79,8 @@ class Daemon:
         self.should_exit = asyncio.Event()
         self.force_exit = False
         self.port = 0
-        self._reload_requested = False
+        self._reload_tls = False
+        self._reload_wanted = asyncio.Event()
 
     # --- life --------------------------------------------------------------------------
 
@@ -90,6 +98,7 @@ class Daemon:
 
     async def startup(self) -> None:
         self.loop = asyncio.get_running_loop()
+        read_since = time.monotonic_ns()
         self.club = self.store.load()
         for warning in self.club.warnings:
             log.warning("%s", warning)
@@ -134,6 +143,8 @@ class Daemon:
         self.oneclick = await self._start_oneclick(site, host)
         self._worker_stop = asyncio.Event()
         self._worker_task = loop.create_task(self.worker.run(self._worker_stop))
+        self._reloader_task = loop.create_task(self._reloader())
+        self._lock.confirm_reload(read_since)  # commands may now ask this daemon to reload
         self.bounces.start()
         self._install_signal_handlers(loop)
         mode = f"smarthost {self.worker.config.smarthost}" if self.worker.config.smarthost else "direct MX"
@@ -148,8 +159,10 @@ class Daemon:
                 await asyncio.wait_for(self.should_exit.wait(), WATCH_INTERVAL)
             if self._worker_task.done():
                 self._worker_task.result()  # only a bug ends the worker: surface it and stop
-            if self._reload_requested or self.store.fingerprint() != self._fingerprint:
-                self.reload()
+            if self._reloader_task.done():
+                self._reloader_task.result()
+            if self.store.fingerprint() != self._fingerprint:  # edited by hand
+                self._reload_wanted.set()
             if self.clock() - last_purge > 3600:
                 last_purge = self.clock()
                 try:
@@ -162,6 +175,9 @@ class Daemon:
     async def shutdown(self) -> None:
         log.info("shutting down: no new connections; finishing what is in flight")
         self.server.close()
+        self._reloader_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reloader_task
         if self.oneclick is not None:
             await self.oneclick.close()
         deadline = time.monotonic() + SHUTDOWN_TIMEOUT
@@ -191,24 +207,42 @@ class Daemon:
         self.should_exit.set()
 
     def request_reload(self) -> None:
-        self._reload_requested = True
+        """SIGHUP: lists.d (and the TLS certificate) again, now."""
+        self._reload_tls = True
+        self._reload_wanted.set()
 
-    def reload(self) -> None:
-        """Load lists.d again; a file that does not parse leaves the last good version in force."""
-        forced, self._reload_requested = self._reload_requested, False
+    def _lists_d_changed(self) -> None:
+        self.loop.call_soon_threadsafe(self._reload_wanted.set)  # from the loop or a worker thread
+
+    async def _reloader(self) -> None:
+        """The one task that reloads: requests arriving during a reload start another after it."""
+        while True:
+            await self._reload_wanted.wait()
+            self._reload_wanted.clear()
+            await self.reload()
+
+    async def reload(self) -> None:
+        """Load lists.d again in a thread and swap it in; a file that does not parse leaves the
+        last good version in force.  Confirmed either way, so no command waits in vain."""
+        tls, self._reload_tls = self._reload_tls, False
+        started = time.monotonic_ns()
         self._fingerprint = self.store.fingerprint()
         try:
-            club = self.store.load()
-            config = self._delivery_config(club.site)
-        except ClublistError as exc:
-            log.error("lists.d not reloaded, the last good version stays in force: %s", exc)
+            club, config = await asyncio.to_thread(self._read_lists_d)
+        except Exception as exc:  # a reload problem must never stop the daemon
+            if isinstance(exc, ClublistError):
+                log.error("lists.d not reloaded, the last good version stays in force: %s", exc)
+            else:
+                log.exception("lists.d not reloaded, the last good version stays in force")
+            self._lock.confirm_reload(started)
             return
         for warning in club.warnings:
             log.warning("%s", warning)
-        self.club = club
+        self.club = club  # one assignment: each SMTP transaction takes one snapshot
         self.worker.reconfigure(config)
+        self._lock.confirm_reload(started)
         self.bounces.start()  # disablings a broken members.toml held up can go ahead now
-        if forced:
+        if tls:
             try:
                 self.tls_context = self._tls_context(club.site)
             except ClublistError as exc:
@@ -265,6 +299,10 @@ class Daemon:
             "bot": BotProcessor(command_group, self.store.directory, self.state_path, self.writer.run),
             "bounce": self.bounces,
         }
+
+    def _read_lists_d(self) -> tuple[Club, delivery.DeliveryConfig]:
+        club = self.store.load()
+        return club, self._delivery_config(club.site)
 
     def _delivery_config(self, site: Site) -> delivery.DeliveryConfig:
         return delivery.DeliveryConfig.from_site(site, self.state_path, self.overrides.smarthost)

@@ -80,9 +80,7 @@ def daemon(club_dir: Path, tmp_path: Path) -> Iterator[Daemon]:
 
 def reload(daemon: Daemon) -> None:
     """Run the daemon's reload on its own loop and wait for it."""
-    done = threading.Event()
-    daemon.loop.call_soon_threadsafe(lambda: (daemon.reload(), done.set()))
-    assert done.wait(30)
+    asyncio.run_coroutine_threadsafe(daemon.reload(), daemon.loop).result(30)
 
 
 def test_a_hand_edited_value_out_of_bounds_is_refused_on_reload(

@@ -33,7 +33,21 @@ class App:
 
     @functools.cached_property
     def store(self) -> Store:
-        return Store(self.directory, cache_dir=self.state_path.parent)
+        return Store(self.directory, cache_dir=self.state_path.parent, on_change=self.changed_lists_d)
+
+    def changed_lists_d(self) -> None:
+        """After a write to lists.d: the running daemon reloads it before the command returns."""
+        import time
+
+        from clublist.state.db import DaemonLock
+
+        lock = DaemonLock(self.state_path)
+        if lock.reload(time.monotonic_ns()) is False:
+            click.echo(
+                f"warning: the running daemon (pid {lock.holder()}) did not confirm the change; "
+                "it picks it up within a second",
+                err=True,
+            )
 
     @property
     def stream(self) -> TextIO:

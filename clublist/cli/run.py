@@ -64,8 +64,9 @@ def run(app: App, listen: str | None, smarthost: str | None, log_format: str, ve
     """Take mail in and deliver it, in the foreground (for systemd).
 
     SIGTERM or Ctrl-C stops it after transactions in flight finish; SIGHUP
-    reloads lists.d and the TLS certificate (changed files are also picked
-    up by themselves).
+    reloads lists.d and the TLS certificate.  Commands that change lists.d
+    return once the running daemon has reloaded it; files edited by hand
+    are picked up within a second.
 
     Example: clublist run --listen 127.0.0.1:8025 --smarthost 127.0.0.1:25
     """

@@ -100,10 +100,18 @@ class Club:
 class Store:
     """The lists.d directory: load a :class:`Club`, and change its files one safe step at a time."""
 
-    def __init__(self, directory: Path | str, cache_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path | str,
+        cache_dir: Path | None = None,
+        *,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
         """*cache_dir* (var/, beside the state database) keeps the parsed registry between runs."""
         self.directory = Path(directory)
         self.cache_dir = cache_dir
+        # Called after each locked write section ends (the CLI tells a running daemon).
+        self.on_change = on_change
 
     def path(self, filename: str) -> Path:
         return self.directory / filename
@@ -192,6 +200,8 @@ class Store:
             yield
         finally:
             os.close(fd)
+        if self.on_change is not None:
+            self.on_change()
 
     def write_text(self, filename: str, text: str) -> None:
         """Replace a file atomically; call under :meth:`locked`."""

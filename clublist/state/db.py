@@ -17,6 +17,7 @@ import queue
 import signal
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -307,11 +308,15 @@ class DaemonLock:
     """An exclusive lock beside the state database, held while ``clublist run`` lives.
 
     It keeps two daemons off one queue and lets ``clublist status`` tell
-    whether one is running.
+    whether one is running.  Beside it, the daemon confirms each reload of
+    lists.d in a small file (its pid and when, on CLOCK_MONOTONIC, the read
+    began), so a command that changed lists.d can wait until the change is
+    in force (:meth:`reload`).
     """
 
     def __init__(self, state_path: Path) -> None:
         self.path = state_path.with_name(state_path.name + ".lock")
+        self.reloaded_path = state_path.with_name(state_path.name + ".reloaded")
         self._fd: int | None = None
 
     def acquire(self) -> None:
@@ -362,6 +367,42 @@ class DaemonLock:
             return None
         host, _, port = lines[1].partition(" ") if len(lines) > 1 else ("", "", "")
         return (host, int(port)) if host and port.isdigit() else None
+
+    def confirm_reload(self, read_since_ns: int) -> None:
+        """The daemon: lists.d as it was at *read_since_ns* (time.monotonic_ns) or later is in force."""
+        tmp = self.reloaded_path.with_name(self.reloaded_path.name + ".tmp")
+        tmp.write_text(f"{os.getpid()} {read_since_ns}\n")
+        os.replace(tmp, self.reloaded_path)
+
+    def _confirmed(self) -> tuple[int, int] | None:
+        try:
+            pid, since = self.reloaded_path.read_text().split()
+            return int(pid), int(since)
+        except (OSError, ValueError):
+            return None
+
+    def reload(self, changed_ns: int, timeout: float = 5.0) -> bool | None:
+        """Ask the running daemon to reload lists.d (SIGHUP) and wait until it has read it anew.
+
+        *changed_ns* is when the change was written (time.monotonic_ns); the wait ends when the
+        daemon confirms a reading that began after it.  None: no daemon that reloads (none
+        runs, or a foreground ``queue flush`` holds the lock); False: no confirmation in time.
+        """
+        pid = self.holder()
+        confirmed = self._confirmed()
+        if pid is None or pid <= 0 or confirmed is None or confirmed[0] != pid:
+            return None
+        try:
+            os.kill(pid, signal.SIGHUP)
+        except OSError:
+            return None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            confirmed = self._confirmed()
+            if confirmed is not None and confirmed[0] == pid and confirmed[1] >= changed_ns:
+                return True
+            time.sleep(0.002)  # a reload takes milliseconds; the deadline bounds the wait
+        return False
 
     def wake(self) -> int | None:
         """Ask a running daemon to look at the queue now (SIGUSR1); its pid, or None if none runs."""

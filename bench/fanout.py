@@ -256,7 +256,8 @@ def time_clublist(
 
 def sign_with_a_new_key(club: Club, oneclick: bool) -> None:
     """A 2048-bit RSA key for the club (and one-click links), as an administrator sets it up."""
-    from clublist.actions import Actor, config_set
+    from clublist.actions import Actor
+    from clublist.actions.config import config_set
     from clublist.actions.dkim import dkim_keygen
     from clublist.club.store import Store
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from clublist.bounces import processor as bounces
-from clublist.club.model import Site
+from clublist.club.model import Site, inbound_size_limit
 from clublist.club.store import Club, Store
 from clublist.dns import resolver_for
 from clublist.errors import ClublistError
@@ -259,7 +259,9 @@ class Daemon:
             trusted_proxies=site.listen.trusted_proxies,
             hostname=self._hostname(site),
             ident="clublist",
-            data_size_limit=site.listen.max_message_size,
+            data_size_limit=inbound_size_limit(site),
+            # Postfix in front passes SMTPUTF8 on; without it, UTF-8 mail would bounce (5.6.7).
+            enable_SMTPUTF8=True,
             tls_context=self.tls_context,
             require_starttls=site.tls.require and self.tls_context is not None,
             timeout=site.listen.timeout,

@@ -26,6 +26,7 @@ class Transaction:
     rcpt_tos: list[str]
     content: bytes
     tls: bool
+    mail_options: list[str] = field(default_factory=list)
 
     @property
     def message(self) -> EmailMessage:
@@ -81,7 +82,11 @@ class _Handler:
             return action
         content = envelope.original_content or b""
         transaction = Transaction(
-            envelope.mail_from, list(envelope.rcpt_tos), content, session.ssl is not None
+            envelope.mail_from,
+            list(envelope.rcpt_tos),
+            content,
+            session.ssl is not None,
+            list(envelope.mail_options),
         )
         with self.mta.lock:
             self.mta.transactions.append(transaction)
@@ -100,6 +105,7 @@ class RemoteMTA:
     host: str = "127.0.0.1"
     tls_context: ssl.SSLContext | None = None
     require_starttls: bool = False
+    smtputf8: bool = False
     transactions: list[Transaction] = field(default_factory=list)
     delivered: set[str] = field(default_factory=set)
     received_count: int = 0
@@ -134,6 +140,7 @@ class RemoteMTA:
                 hostname="mx.test",
                 tls_context=self.tls_context,
                 require_starttls=self.require_starttls,
+                enable_SMTPUTF8=self.smtputf8,
                 data_size_limit=None,
                 timeout=30,
             )

@@ -53,7 +53,7 @@ class Harness:
                 kind=kwargs.pop("kind", "post"),
                 sender=kwargs.pop("sender", "bounces@myclub.org"),
                 recipients=recipients,
-                content=MESSAGE,
+                content=kwargs.pop("content", MESSAGE),
                 now=self.clock(),
                 list_name="youth",
                 **kwargs,
@@ -320,6 +320,40 @@ def test_opportunistic_tls_accepts_an_untrusted_certificate(tmp_path: Path) -> N
         harness.run()
     assert harness.statuses() == {"a@example.org": "sent"}
     assert mta.transactions[0].tls
+
+
+UTF8_MESSAGE = (
+    "From: Jürgen Müller <juergen@example.org>\r\nTo: youth@myclub.org\r\nSubject: Grüße\r\n"
+    "Message-ID: <u@example.org>\r\n\r\nBis später.\r\n"
+).encode()
+
+
+def test_utf8_headers_go_with_smtputf8_where_the_server_offers_it(tmp_path: Path) -> None:
+    with RemoteMTA(smtputf8=True) as mta, DNSServer(records={}) as dns:
+        harness = Harness(tmp_path, site_for(dns, 1, mode="smarthost", smarthost=f"127.0.0.1:{mta.port}"))
+        harness.enqueue(["a@example.org"], content=UTF8_MESSAGE)
+        harness.run()
+    assert harness.statuses() == {"a@example.org": "sent"}
+    [transaction] = mta.transactions
+    assert "SMTPUTF8" in transaction.mail_options
+    assert transaction.content == UTF8_MESSAGE
+
+
+def test_utf8_headers_fail_for_good_and_are_reported_where_smtputf8_is_not_offered(
+    tmp_path: Path, mta: RemoteMTA
+) -> None:
+    with DNSServer(records={}) as dns:
+        harness = Harness(tmp_path, site_for(dns, 1, mode="smarthost", smarthost=f"127.0.0.1:{mta.port}"))
+        harness.enqueue(["a@example.org"], content=UTF8_MESSAGE)
+        harness.enqueue(["b@example.org"])  # plain ASCII still goes
+        harness.run()
+    assert harness.statuses() == {"a@example.org": "failed", "b@example.org": "sent"}
+    assert [t.rcpt_tos for t in mta.transactions] == [["b@example.org"]]
+    (report,) = harness.reports()
+    status = next(p for p in report.walk() if p.get_content_type() == "message/delivery-status")
+    per_recipient = status.get_payload()[1]
+    assert per_recipient["Status"] == "5.6.7"
+    assert "SMTPUTF8" in per_recipient["Diagnostic-Code"]
 
 
 def test_smarthost_takes_every_domain(tmp_path: Path, mta: RemoteMTA) -> None:

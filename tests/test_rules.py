@@ -6,7 +6,17 @@ from email.message import Message
 
 import pytest
 
-from clublist.club.model import ListenSection, MailingList, Member, PostingSection, Site, SiteSection
+from clublist.club.model import (
+    DECORATION_ROOM,
+    DeliverySection,
+    ListenSection,
+    MailingList,
+    Member,
+    PostingSection,
+    Site,
+    SiteSection,
+    site_advice,
+)
 from clublist.club.store import Club
 from clublist.mail import replies
 from clublist.mail.authentication import Authentication, Signature
@@ -161,12 +171,28 @@ def test_size_accepts_a_post_at_the_limit(club: Club) -> None:
     assert check("size", post(club, size=2000)) is None
 
 
-def test_size_limit_zero_means_no_limit() -> None:
+def test_size_limit_zero_leaves_only_the_next_hops_limit() -> None:
     club = make_club()
     unlimited = Club.build(
         Site(site=club.site.site, listen=ListenSection(max_message_size=0)), club.lists, club.members
     )
-    assert check("size", post(unlimited, size=10**9)) is None
+    cap = unlimited.site.delivery.max_message_size - DECORATION_ROOM
+    assert check("size", post(unlimited, size=cap)) is None
+    assert check("size", post(unlimited, size=cap + 1)) is not None
+
+
+def test_size_keeps_room_for_decoration_below_the_next_hops_limit() -> None:
+    club = make_club()
+    site = Site(
+        site=club.site.site,
+        listen=ListenSection(max_message_size=10_000_000),
+        delivery=DeliverySection(max_message_size=1_000_000),
+    )
+    capped = Club.build(site, club.lists, club.members)
+    verdict = check("size", post(capped, size=1_000_000 - DECORATION_ROOM + 1))
+    assert verdict is not None and verdict.reply.startswith("552 5.3.4")
+    assert check("size", post(capped, size=1_000_000 - DECORATION_ROOM)) is None
+    assert any("listen.max_message_size" in a.detail for a in site_advice(site))
 
 
 # --- loop ----------------------------------------------------------------------

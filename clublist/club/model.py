@@ -152,7 +152,9 @@ class ListenSection:
     host: str = "127.0.0.1"
     port: int = bounded(8025, *PORT)
     hostname: str = ""
-    max_message_size: int = bounded(10 * 1024 * 1024, 1)
+    # The largest post taken in (announced as SIZE); see inbound_size_limit for the room kept
+    # below delivery.max_message_size.
+    max_message_size: int = bounded(10_000_000, 1)
     max_recipients: int = bounded(100, 1)
     max_connections: int = bounded(100, 1)
     timeout: int = bounded(300, 1)
@@ -193,6 +195,9 @@ class DeliverySection:
     tls_verify_domains: list[str] = field(default_factory=list)
     tls_ca_file: str = ""
     smtp_port: int = bounded(25, *PORT)
+    # The largest message the next hop takes: Postfix's message_size_limit (its default) when
+    # it relays for clublist, or the smarthost's SIZE.
+    max_message_size: int = bounded(10_240_000, 128 * 1024)
     dns_servers: list[str] = field(default_factory=list)
     dns_port: int = bounded(53, *PORT)
     helo_name: str = ""
@@ -276,6 +281,27 @@ class Site:
     @property
     def bounce_address(self) -> str:
         return f"{self.site.bounce_local_part}@{self.site.domain}"
+
+
+# What a post may grow by on its way through clublist: decoration (List-* headers, subject
+# prefix, footer, a rewritten From, Authentication-Results) and then what is added as it
+# leaves (DKIM and ARC headers, the relay's Received header).  A post is taken in only with
+# DECORATION_ROOM to spare below the next hop's limit, and a decorated post must still leave
+# SENDING_ROOM; so nothing is accepted with 250 that the next hop then refuses for every member.
+DECORATION_ROOM = 64 * 1024
+SENDING_ROOM = 16 * 1024
+
+
+def inbound_size_limit(site: Site) -> int:
+    """The largest post clublist takes in: listen.max_message_size, capped so that the post
+    still fits delivery.max_message_size after decoration (announced as SIZE, enforced in DATA)."""
+    cap = site.delivery.max_message_size - DECORATION_ROOM
+    return min(site.listen.max_message_size, cap) if site.listen.max_message_size else cap
+
+
+def outbound_size_limit(site: Site) -> int:
+    """The largest decorated post clublist queues: the next hop's limit less :data:`SENDING_ROOM`."""
+    return site.delivery.max_message_size - SENDING_ROOM
 
 
 SITE_SECTIONS: dict[str, type] = {f.name: f.type for f in dataclasses.fields(Site)}  # type: ignore[misc]
@@ -440,6 +466,17 @@ def site_advice(site: Site) -> list[Advice]:
             Advice(
                 "posting.daily_limit is 0 (no limit), which removes the brake on mail loops",
                 "clublist config set posting.daily_limit 50",
+            )
+        )
+    if site.listen.max_message_size > inbound_size_limit(site):
+        advice.append(
+            Advice(
+                f"listen.max_message_size ({site.listen.max_message_size}) leaves less than "
+                f"{DECORATION_ROOM} bytes for decoration below delivery.max_message_size "
+                f"({site.delivery.max_message_size}), so clublist takes in at most "
+                f"{inbound_size_limit(site)}",
+                f"clublist config set listen.max_message_size {inbound_size_limit(site)} (or raise "
+                "delivery.max_message_size to what the next hop takes)",
             )
         )
     if site.delivery.mode == "smarthost" and not site.delivery.smarthost:

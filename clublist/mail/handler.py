@@ -35,7 +35,7 @@ from typing import Any, ClassVar, Literal, Protocol
 
 from aiosmtpd.smtp import SMTP, Envelope, Session, syntax
 
-from clublist.club.model import MailingList, Member, address_key, parse_address
+from clublist.club.model import MailingList, Member, address_key, outbound_size_limit, parse_address
 from clublist.club.store import Club
 from clublist.dns import Resolver
 from clublist.mail import authentication, decorate, moderation, replies, rules
@@ -599,6 +599,8 @@ class InboundHandler:
             covered=covered,
             trace=trace,
         )
+        if len(ready.content) > outbound_size_limit(club.site):  # the next hop would refuse it for everyone
+            return replies.render(replies.TOO_LARGE_DECORATED, limit=outbound_size_limit(club.site))
         return Posted(target, ready)
 
     def _forward(self, club: Club, target: Target, incoming: Incoming, trace: bytes) -> Forwarded:

@@ -61,6 +61,9 @@ DMARC_FAIL: Final[str] = (
     "signed by {domain}'s own mail servers; it was not posted"
 )
 TOO_LARGE: Final[str] = "552 5.3.4 Message too big (limit {limit} bytes)"
+TOO_LARGE_DECORATED: Final[str] = (
+    "552 5.3.4 Message too big once the list's headers and footer are added (limit {limit} bytes)"
+)
 BAD_RECIPIENT_SYNTAX: Final[str] = "553 5.1.3 {address} is not a valid recipient address"
 BAD_SENDER_SYNTAX: Final[str] = "553 5.1.7 {sender} is not a valid sender address"
 NO_VALID_RECIPIENTS: Final[str] = "554 5.5.1 No valid recipients"

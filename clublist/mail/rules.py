@@ -20,7 +20,7 @@ from email.message import Message
 from email.utils import getaddresses
 from typing import TYPE_CHECKING, Literal
 
-from clublist.club.model import MailingList, Member, address_key
+from clublist.club.model import MailingList, Member, address_key, inbound_size_limit
 from clublist.club.store import Club
 from clublist.mail.decorate import header_text, list_id
 from clublist.mail.replies import (
@@ -160,9 +160,9 @@ def is_privileged(club: Club, mailing_list: MailingList, address: str) -> bool:
 
 
 def check_size(post: Post) -> Verdict | None:
-    """Catches what MAIL FROM's SIZE= did not announce; a limit of 0 means no limit."""
-    limit = post.club.site.listen.max_message_size
-    if limit == 0 or post.size <= limit:
+    """Catches what MAIL FROM's SIZE= did not announce (the limit: model.inbound_size_limit)."""
+    limit = inbound_size_limit(post.club.site)
+    if post.size <= limit:
         return None
     return _reject("size", render(TOO_LARGE, limit=limit))
 
@@ -280,7 +280,7 @@ def check_moderation(post: Post) -> Verdict | None:
 
 
 RULES: tuple[Rule, ...] = (
-    Rule("size", "refuse messages larger than listen.max_message_size", check_size),
+    Rule("size", "refuse posts larger than listen.max_message_size or the next hop takes", check_size),
     Rule("loop", "discard posts that already carry this list's List-Id or X-Loop", check_loop),
     Rule("auto_submitted", "discard auto-replies and bulk mail (RFC 3834, Precedence)", check_auto_submitted),
     Rule("member", "refuse posts from anyone the list's posting policy does not allow", check_member),

@@ -27,6 +27,7 @@ class DaemonProcess:
         smarthost: str | None = None,
         extra: list[str] = (),
         env: dict[str, str] | None = None,
+        listen: str = "127.0.0.1:0",
     ) -> None:
         self.args = [
             CLUBLIST,
@@ -36,7 +37,7 @@ class DaemonProcess:
             str(state),
             "run",
             "--listen",
-            "127.0.0.1:0",
+            listen,
             "--log-format",
             "plain",
             *extra,
@@ -50,9 +51,10 @@ class DaemonProcess:
 
     def start(self) -> DaemonProcess:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
+        mark = len(self.lines)  # a restart must not take the last run's line for its own
         self.process = subprocess.Popen(self.args, stderr=subprocess.PIPE, text=True, env=env)
         threading.Thread(target=self._read, daemon=True).start()
-        line = self.wait_for_log(lambda text: _LISTENING.search(text) is not None, timeout=30)
+        line = self.wait_for_log(lambda text: _LISTENING.search(text) is not None, timeout=30, start=mark)
         match = _LISTENING.search(line)
         assert match, "\n".join(self.lines)
         self.port = int(match[2])

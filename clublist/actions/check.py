@@ -16,8 +16,8 @@ from clublist.check import Finding, Target
 from clublist.club.store import Store
 from clublist.errors import ClublistError, PermissionDenied
 
-AREAS = ("config", "dns", "tls", "listener", "queue")
-NEEDS_SITE = ("dns", "tls", "listener")
+AREAS = ("config", "dns", "tls", "listener", "queue", "postfix")
+NEEDS_SITE = ("dns", "tls", "listener", "postfix")
 
 
 def check(

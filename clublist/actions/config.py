@@ -24,7 +24,8 @@ admin = {admin}
 timezone = {timezone}
 
 [listen]
-# Where `clublist run` accepts mail: behind Postfix on a high port, or on port 25 itself.
+# Where `clublist run` accepts mail: behind Postfix on a high port (`clublist postfix`
+# prints Postfix's lines), or on port 25 itself.
 host = "127.0.0.1"
 port = 8025
 # Clients whose mail counts as authenticated without SPF or DKIM (a club machine that sends
@@ -39,7 +40,7 @@ unauthenticated = "hold"
 [delivery]
 # "direct" looks up each domain's MX; "smarthost" hands everything to one relay (Postfix).
 mode = "direct"
-# smarthost = "127.0.0.1:25"
+# smarthost = "127.0.0.1:10025"
 # One message per recipient, so that every bounce names its member.
 verp = false
 

@@ -1,6 +1,6 @@
 """``clublist check``: whether the club's mail will work, and how to fix what will not.
 
-One module per area (config, dns, tls, listener, queue); each returns a list of
+One module per area (config, dns, tls, listener, queue, postfix); each returns a list of
 :class:`Finding` records, one line of the report each.  The checks only read:
 lists.d, the state database, DNS, certificate files and, when the daemon
 runs, its listener over loopback.

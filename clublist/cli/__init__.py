@@ -54,6 +54,10 @@ COMMANDS = {
         "clublist.cli.check:check",
         "Check whether the club's mail will work, and say how to fix what will not.",
     ),
+    "postfix": Lazy(
+        "clublist.cli.postfix:postfix",
+        "Print the lines Postfix needs in front of this club, or check Postfix against them.",
+    ),
 }
 
 

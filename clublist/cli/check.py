@@ -9,7 +9,7 @@ import click
 from clublist.cli import render
 from clublist.cli.app import App, json_option, pass_app
 
-AREAS = ("config", "dns", "tls", "listener", "queue")
+AREAS = ("config", "dns", "tls", "listener", "queue", "postfix")
 
 
 def _areas(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[str, ...]:
@@ -36,7 +36,7 @@ def _ip(ctx: click.Context, param: click.Parameter, value: str | None) -> str | 
     "--only",
     callback=_areas,
     metavar="AREAS",
-    help="Comma-separated areas to check: config, dns, tls, listener, queue [default: all].",
+    help="Comma-separated areas to check: config, dns, tls, listener, queue, postfix [default: all].",
 )
 @json_option
 @click.option(
@@ -61,7 +61,10 @@ def check(ctx: click.Context, app: App, only: tuple[str, ...], as_json: bool, pu
     (warn under 21, fail under 7).  listener: when clublist run runs, its
     banner, EHLO, STARTTLS, and a relay self-test over loopback (only RCPT,
     never DATA).  queue: deferred and failed deliveries, members disabled by
-    bounces, posts held for days.
+    bounces, posts held for days.  postfix: when Postfix takes mail for the
+    club, whether it is in front as 'clublist postfix' prints (before the
+    queue, sizes, the transport map; MAIL_CONFIG names another Postfix
+    configuration directory).
 
     Exit status: 0 when nothing fails (warnings alone: 0), 1 when a check
     fails, 2 for a usage error, so cron and monitoring can run it.

@@ -68,7 +68,7 @@ def run(app: App, listen: str | None, smarthost: str | None, log_format: str, ve
     return once the running daemon has reloaded it; files edited by hand
     are picked up within a second.
 
-    Example: clublist run --listen 127.0.0.1:8025 --smarthost 127.0.0.1:25
+    Example: clublist run --listen 127.0.0.1:8025 --smarthost 127.0.0.1:10025
     """
     from clublist import daemon
     from clublist.club.model import parse_hostport

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 from daemon import DaemonProcess
+from dnsserver import DNSServer
 from mta import Behaviour, RemoteMTA, Transaction
 from postfix import PrivatePostfix, free_port, unavailable
 
@@ -34,6 +35,10 @@ pytestmark = pytest.mark.postfix
 
 REFUSED = "carl@refuse.example"
 MEMBERS = ("anna@example.org", "bert@example.org", REFUSED)
+# Test clients connect from 127.0.0.2, Postfix connects to clublist from 127.0.0.1: only
+# XFORWARD tells clublist the client's address, which example.org's SPF record names.
+CLIENT = "127.0.0.2"
+ZONE = {("example.org", "TXT"): [f"v=spf1 ip4:{CLIENT} -all"]}
 # Small limits keep the size tests quick; the rule is the same at 10 MB.
 LISTEN_LIMIT = 300_000
 RELAY_LIMIT = 400_000
@@ -68,7 +73,7 @@ class Front:
         return CliRunner().invoke(main, ["--dir", str(self.club_dir), "--state", str(self.state), *args])
 
     def send(self, sender: str, recipients: list[str], message: str | bytes, **options: list[str]) -> dict:
-        with smtplib.SMTP("127.0.0.1", self.public, timeout=60) as client:
+        with smtplib.SMTP("127.0.0.1", self.public, timeout=60, source_address=(CLIENT, 0)) as client:
             return client.sendmail(sender, recipients, message, **options)
 
     def queued(self, *addresses: str) -> list[dict]:
@@ -99,12 +104,15 @@ def front(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Front]:
     with (
         RemoteMTA(Behaviour(rcpt=refuse_carl), smtputf8=True) as members,
         RemoteMTA(smtputf8=True) as strangers,
+        DNSServer(ZONE) as dns,
     ):
         postfix = PrivatePostfix()
         try:
             front = Front(postfix, public, club_dir, state, None, members, strangers)  # type: ignore[arg-type]
             for key, value in [
                 ("listen.port", str(clublist_port)),
+                ("delivery.dns_servers", "127.0.0.1"),
+                ("delivery.dns_port", str(dns.port)),
                 ("listen.max_message_size", str(LISTEN_LIMIT)),
                 ("delivery.max_message_size", str(RELAY_LIMIT)),
             ]:
@@ -157,6 +165,10 @@ def test_a_members_post_goes_through_postfix_to_every_member(front: Front) -> No
     recipients = sorted(r for t in front.delivered(1) for r in t.rcpt_tos)
     assert recipients == ["anna@example.org", "bert@example.org"]
     message = front.delivered(1)[0].message
+    # Postfix passed the real client on (XFORWARD): SPF passed for it, and clublist's trace names it.
+    assert f"spf=pass (client-ip {CLIENT})" in message["Authentication-Results"]
+    ours = [r for r in message.get_all("Received", []) if "(clublist)" in r]
+    assert len(ours) == 1 and f"([{CLIENT}]) (via proxy [127.0.0.1])" in " ".join(ours[0].split())
     assert message["List-Id"] == "Youth <youth.myclub.org>"
     assert str(message["Subject"]) == "[Youth] Training 1"
     assert message["List-Post"] == "<mailto:youth@myclub.org>"

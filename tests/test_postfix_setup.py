@@ -55,6 +55,15 @@ def test_clublist_listening_beyond_loopback_is_moved_to_it_and_tls_goes_to_postf
     assert not any("STARTTLS" in note for note in setup.notes)
 
 
+def test_xforward_needs_clublist_to_trust_postfix_as_its_proxy() -> None:
+    assert build(Site()).clublist_settings == (
+        ("delivery.mode", "smarthost"),
+        ("delivery.smarthost", "127.0.0.1:10025"),
+    )
+    untrusting = Site(listen=ListenSection(trusted_proxies=["192.0.2.1"]))
+    assert ("listen.trusted_proxies", "192.0.2.1,127.0.0.1") in build(untrusting).clublist_settings
+
+
 def test_a_master_cf_line_is_read_with_its_options() -> None:
     line = "127.0.0.1:10025 inet n - n - - smtpd -o smtpd_client_restrictions= -o mynetworks=127.0.0.0/8"
     service = ServiceLine.parse(line)

@@ -10,7 +10,8 @@ Three pieces, each a plain record so that the CLI prints them, ``--check`` compa
   ``smtpd_proxy_options = speed_adjust`` (the whole message is received before clublist is
   asked, so a slow client never holds a clublist session), and the loopback smtpd clublist
   sends through (mynetworks only, no filter).  Postfix sends XFORWARD to the filter by itself
-  once clublist announces it, so clublist sees the real client, not 127.0.0.1.
+  once clublist announces it (to ``listen.trusted_proxies``), so clublist sees the real
+  client, not 127.0.0.1.
 - the transport map: mail that Postfix itself has for the club domain (its delivery reports
   to the bounce address) goes to clublist over SMTP (``smtp:``, not ``lmtp:``).
 """
@@ -180,7 +181,10 @@ def build(
         "delivery.mode": site.delivery.mode,
         "delivery.smarthost": site.delivery.smarthost,
     }
-    changes = tuple((key, value) for key, value in wanted.items() if current[key] != value)
+    changes = [(key, value) for key, value in wanted.items() if current[key] != value]
+    if not _trusted(listen_host, site.listen.trusted_proxies):
+        # Postfix connects from the address clublist listens on; XFORWARD only from a trusted proxy.
+        changes.append(("listen.trusted_proxies", ",".join([*site.listen.trusted_proxies, listen_host])))
     return Setup(
         domain=site.domain,
         config_directory=config_directory,
@@ -190,7 +194,7 @@ def build(
         relay=relay_service,
         transport_path=transport_path,
         transport=((site.domain, f"smtp:{nexthop(listen_host, site.listen.port)}"),),
-        clublist_settings=changes,
+        clublist_settings=tuple(changes),
         notes=tuple(notes),
     )
 
@@ -203,6 +207,11 @@ def default_relay(site: Site) -> str:
         if is_loopback(host):
             return site.delivery.smarthost
     return DEFAULT_RELAY
+
+
+def _trusted(host: str, proxies: list[str]) -> bool:
+    address = ipaddress.ip_address("127.0.0.1" if host == "localhost" else host)
+    return any(address in ipaddress.ip_network(proxy, strict=False) for proxy in proxies)
 
 
 def is_loopback(host: str) -> bool:

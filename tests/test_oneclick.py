@@ -132,6 +132,9 @@ def test_each_copy_has_its_own_signed_one_click_link(
         assert not dkim.verify(
             copy.content.replace(b"List-Unsubscribe: <https", b"List-Unsubscribe: <http"), dnsfunc=lookup
         )
+        # The post was sealed once, before its copies got their own links: the seal holds for each.
+        assert copy.message["ARC-Seal"] is not None
+        assert dkim.arc_verify(copy.content, dnsfunc=lookup)[0] == b"pass"
 
 
 def test_get_shows_a_button_and_unsubscribes_nobody(

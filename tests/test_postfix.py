@@ -13,11 +13,13 @@ from __future__ import annotations
 import json
 import shlex
 import smtplib
+import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import trustme
 from click.testing import CliRunner, Result
 from daemon import DaemonProcess
 from dnsserver import DNSServer
@@ -68,12 +70,26 @@ class Front:
     daemon: DaemonProcess
     members: RemoteMTA
     strangers: RemoteMTA
+    ca: trustme.CA
 
     def cli(self, *args: str) -> Result:
         return CliRunner().invoke(main, ["--dir", str(self.club_dir), "--state", str(self.state), *args])
 
-    def send(self, sender: str, recipients: list[str], message: str | bytes, **options: list[str]) -> dict:
+    def send(
+        self,
+        sender: str,
+        recipients: list[str],
+        message: str | bytes,
+        *,
+        tls: bool = False,
+        **options: list[str],
+    ) -> dict:
         with smtplib.SMTP("127.0.0.1", self.public, timeout=60, source_address=(CLIENT, 0)) as client:
+            if tls:
+                context = ssl.create_default_context()
+                self.ca.configure_trust(context)
+                client.starttls(context=context)
+                client.ehlo()
             return client.sendmail(sender, recipients, message, **options)
 
     def queued(self, *addresses: str) -> list[dict]:
@@ -101,6 +117,11 @@ def front(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Front]:
     for address in MEMBERS:
         member_add(store, Actor.shell(), address, lists=("youth",))
     public, relay, clublist_port = free_port(), free_port(), free_port()
+    # Postfix does STARTTLS on the public port with clublist's certificate (clublist postfix prints it).
+    ca = trustme.CA()
+    leaf = ca.issue_cert("postfix.test", "myclub.org", "127.0.0.1")
+    leaf.private_key_pem.write_to_path(str(tmp / "key.pem"))
+    (tmp / "cert.pem").write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
     with (
         RemoteMTA(Behaviour(rcpt=refuse_carl), smtputf8=True) as members,
         RemoteMTA(smtputf8=True) as strangers,
@@ -108,13 +129,15 @@ def front(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Front]:
     ):
         postfix = PrivatePostfix()
         try:
-            front = Front(postfix, public, club_dir, state, None, members, strangers)  # type: ignore[arg-type]
+            front = Front(postfix, public, club_dir, state, None, members, strangers, ca)  # type: ignore[arg-type]
             for key, value in [
                 ("listen.port", str(clublist_port)),
                 ("delivery.dns_servers", "127.0.0.1"),
                 ("delivery.dns_port", str(dns.port)),
                 ("listen.max_message_size", str(LISTEN_LIMIT)),
                 ("delivery.max_message_size", str(RELAY_LIMIT)),
+                ("tls.cert", str(tmp / "cert.pem")),
+                ("tls.key", str(tmp / "key.pem")),
             ]:
                 assert front.cli("config", "set", key, value).exit_code == 0
             postfix.write_base()
@@ -172,6 +195,14 @@ def test_a_members_post_goes_through_postfix_to_every_member(front: Front) -> No
     assert message["List-Id"] == "Youth <youth.myclub.org>"
     assert str(message["Subject"]) == "[Youth] Training 1"
     assert message["List-Post"] == "<mailto:youth@myclub.org>"
+
+
+def test_postfix_does_starttls_on_the_public_port(front: Front) -> None:
+    assert front.send("anna@example.org", ["youth@myclub.org"], post(11), tls=True) == {}
+    assert front.members.wait_for(lambda m: len({r for t in front.delivered(11) for r in t.rcpt_tos}) == 2)
+    received = front.delivered(11)[0].message.get_all("Received")
+    public_hop = next(r for r in received if f"[{CLIENT}]" in r and "(Postfix)" in r)
+    assert "with ESMTPS" in public_hop
 
 
 def test_strangers_and_unknown_addresses_are_refused_in_their_own_session(front: Front) -> None:
@@ -253,7 +284,9 @@ def test_utf8_names_and_subject_with_smtputf8_reach_the_members(front: Front) ->
     ).encode()
     assert front.send("anna@example.org", ["youth@myclub.org"], message, mail_options=["SMTPUTF8"]) == {}
     assert front.members.wait_for(lambda m: len({r for t in front.delivered(10) for r in t.rcpt_tos}) == 2)
-    delivered = front.delivered(10)[0].message
+    [first, *_] = front.delivered(10)
+    assert "SMTPUTF8" in first.mail_options  # clublist to Postfix, Postfix to the members' server
+    delivered = first.message
     assert str(delivered["Subject"]) == "[Youth] Grüße vom Training"
     assert "Jürgen Müller" in str(delivered["From"]) or "Jürgen Müller" in str(delivered["Reply-To"])
     assert delivered.get_content().strip() == "Bis später!"

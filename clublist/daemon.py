@@ -6,7 +6,8 @@ within a timeout and leave the rest due (a second one exits at once),
 SIGHUP reloads lists.d and the TLS certificate, SIGUSR1 wakes the worker
 (``clublist queue flush`` sends it).  With ``unsubscribe.url`` set it also
 serves one-click unsubscribe over HTTP (:mod:`clublist.oneclick`; a change
-of that URL or its port takes a restart).
+of that URL or its port takes a restart), and with ``listen.policy_port``
+Postfix's policy service (:mod:`clublist.mail.policy`).
 
 Every command that writes lists.d sends SIGHUP and waits for the reload to
 be confirmed (:meth:`DaemonLock.reload`), so the next post follows the
@@ -35,6 +36,7 @@ from clublist.dns import resolver_for
 from clublist.errors import ClublistError
 from clublist.mail import rules
 from clublist.mail.handler import InboundHandler, Listener, MailProcessor, SessionLimits
+from clublist.mail.policy import PolicyService
 from clublist.outbound import verp
 from clublist.outbound import worker as delivery
 from clublist.state import db as state
@@ -141,6 +143,7 @@ class Daemon:
         self.port = self.server.sockets[0].getsockname()[1]
         self._lock.announce(host, self.port)
         self.oneclick = await self._start_oneclick(site, host)
+        self.policy = await self._start_policy(site, host)
         self._worker_stop = asyncio.Event()
         self._worker_task = loop.create_task(self.worker.run(self._worker_stop))
         self._reloader_task = loop.create_task(self._reloader())
@@ -180,6 +183,8 @@ class Daemon:
             await self._reloader_task
         if self.oneclick is not None:
             await self.oneclick.close()
+        if self.policy is not None:
+            self.policy.close()
         deadline = time.monotonic() + SHUTDOWN_TIMEOUT
         while self.handler.in_progress and time.monotonic() < deadline and not self.force_exit:
             await asyncio.sleep(0.05)
@@ -269,6 +274,15 @@ class Daemon:
             command_call_limit={"MAIL": 10_000, "RCPT": 100_000, "DATA": 10_000, "RSET": 10_000, "*": 200},
             decode_data=False,
         )
+
+    async def _start_policy(self, site: Site, host: str) -> asyncio.Server | None:
+        """Postfix's policy service, when listen.policy_port asks for it."""
+        if not site.listen.policy_port:
+            return None
+        service = PolicyService(self.handler.rcpt_refusal)
+        server = await asyncio.start_server(service.serve, host, site.listen.policy_port)
+        log.info("policy service for Postfix on %s:%d", host, site.listen.policy_port)
+        return server
 
     async def _start_oneclick(self, site: Site, host: str) -> OneClickServer | None:
         """The one-click unsubscribe server, when unsubscribe.url asks for it."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import shlex
 import smtplib
+import socket
 import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -71,6 +72,7 @@ class Front:
     members: RemoteMTA
     strangers: RemoteMTA
     ca: trustme.CA
+    policy_port: int
 
     def cli(self, *args: str) -> Result:
         return CliRunner().invoke(main, ["--dir", str(self.club_dir), "--state", str(self.state), *args])
@@ -116,7 +118,7 @@ def front(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Front]:
     list_create(store, Actor.shell(), "youth", prefix="[Youth]")
     for address in MEMBERS:
         member_add(store, Actor.shell(), address, lists=("youth",))
-    public, relay, clublist_port = free_port(), free_port(), free_port()
+    public, relay, clublist_port, policy_port = free_port(), free_port(), free_port(), free_port()
     # Postfix does STARTTLS on the public port with clublist's certificate (clublist postfix prints it).
     ca = trustme.CA()
     leaf = ca.issue_cert("postfix.test", "myclub.org", "127.0.0.1")
@@ -129,9 +131,10 @@ def front(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Front]:
     ):
         postfix = PrivatePostfix()
         try:
-            front = Front(postfix, public, club_dir, state, None, members, strangers, ca)  # type: ignore[arg-type]
+            front = Front(postfix, public, club_dir, state, None, members, strangers, ca, policy_port)  # type: ignore[arg-type]
             for key, value in [
                 ("listen.port", str(clublist_port)),
+                ("listen.policy_port", str(policy_port)),
                 ("delivery.dns_servers", "127.0.0.1"),
                 ("delivery.dns_port", str(dns.port)),
                 ("listen.max_message_size", str(LISTEN_LIMIT)),
@@ -170,15 +173,22 @@ def front(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Front]:
             postfix.stop()
 
 
-def refusal(front: Front, sender: str, recipients: list[str], message: str) -> tuple[int, str]:
-    """The code and text the public smtpd refused *message* with (fails if it was accepted)."""
+@dataclass(frozen=True)
+class Refusal:
+    stage: str  # "RCPT" or "DATA"
+    code: int
+    text: str
+
+
+def refusal(front: Front, sender: str, recipients: list[str], message: str) -> Refusal:
+    """How the public smtpd refused *message* (fails if it was accepted)."""
     try:
         refused = front.send(sender, recipients, message)
     except smtplib.SMTPRecipientsRefused as exc:
         code, text = next(iter(exc.recipients.values()))
-        return code, text.decode()
-    except smtplib.SMTPResponseException as exc:
-        return exc.smtp_code, exc.smtp_error.decode()
+        return Refusal("RCPT", code, text.decode())
+    except smtplib.SMTPDataError as exc:
+        return Refusal("DATA", exc.smtp_code, exc.smtp_error.decode())
     raise AssertionError(f"accepted: {refused}")
 
 
@@ -206,22 +216,46 @@ def test_postfix_does_starttls_on_the_public_port(front: Front) -> None:
 
 
 def test_strangers_and_unknown_addresses_are_refused_in_their_own_session(front: Front) -> None:
-    code, text = refusal(
-        front, "mallory@stranger.example", ["youth@myclub.org"], post(2, "mallory@stranger.example")
-    )
-    assert code == 550 and "not a member" in text
-    code, text = refusal(
-        front, "mallory@stranger.example", ["nobody@myclub.org"], post(3, "mallory@stranger.example")
-    )
-    assert code == 550 and "no such list or address" in text
-    code, text = refusal(front, "mallory@stranger.example", ["someone@elsewhere.example"], post(4))
-    assert code >= 400 and "Relay access denied" in text  # Postfix's own check, before clublist
+    mallory = "mallory@stranger.example"
+    # clublist's policy service refuses them at RCPT, before the message is sent.
+    stranger = refusal(front, mallory, ["youth@myclub.org"], post(2, mallory))
+    assert (stranger.stage, stranger.code) == ("RCPT", 550) and "not a member" in stranger.text
+    unknown = refusal(front, mallory, ["nobody@myclub.org"], post(3, mallory))
+    assert (unknown.stage, unknown.code) == ("RCPT", 550) and "no such list or address" in unknown.text
+    relay = refusal(front, mallory, ["someone@elsewhere.example"], post(4))
+    assert relay.code >= 400 and "Relay access denied" in relay.text  # Postfix's own check
+    # A member's envelope with a stranger's From gets past RCPT; the proxy refuses it at DATA.
+    forged = refusal(front, "anna@example.org", ["youth@myclub.org"], post(12, mallory))
+    assert (forged.stage, forged.code) == ("DATA", 550) and mallory in forged.text
     # Postfix kept nothing, so there is nothing it could bounce to the (forged) sender.
-    assert front.queued("mallory@stranger.example", "youth@myclub.org", "nobody@myclub.org") == []
+    assert front.queued(mallory, "youth@myclub.org", "nobody@myclub.org") == []
     assert front.send("anna@example.org", ["youth@myclub.org"], post(5)) == {}
     assert front.members.wait_for(lambda m: len(front.delivered(5)) > 0)
     assert front.strangers.transactions == []
-    assert not any(front.delivered(n) for n in (2, 3, 4))
+    assert not any(front.delivered(n) for n in (2, 3, 4, 12))
+
+
+def test_the_policy_service_answers_postfixs_protocol(front: Front) -> None:
+    def ask(connection: socket.socket, **attributes: str) -> bytes:
+        request = {"request": "smtpd_access_policy", **attributes}
+        connection.sendall("".join(f"{k}={v}\n" for k, v in request.items()).encode() + b"\n")
+        answer = b""
+        while not answer.endswith(b"\n\n"):
+            chunk = connection.recv(4096)
+            assert chunk, answer
+            answer += chunk
+        return answer
+
+    with socket.create_connection(("127.0.0.1", front.policy_port), timeout=30) as connection:
+        member = {"sender": "anna@example.org", "recipient": "youth@myclub.org"}
+        assert ask(connection, protocol_state="RCPT", **member) == b"action=DUNNO\n\n"
+        stranger = ask(
+            connection, protocol_state="RCPT", sender="x@stranger.example", recipient="youth@myclub.org"
+        )
+        assert stranger.startswith(b"action=550 5.7.1 ")
+        assert ask(connection, protocol_state="DATA", sender="x@stranger.example") == b"action=DUNNO\n\n"
+        connection.sendall(b"no equals sign\n\n")  # not the protocol: dropped, never half an answer
+        assert connection.recv(4096) == b""
 
 
 def test_a_member_address_the_mail_server_refuses_comes_back_as_a_bounce_for_that_member(
@@ -247,8 +281,8 @@ def test_a_member_address_the_mail_server_refuses_comes_back_as_a_bounce_for_tha
 def test_while_clublist_is_down_postfix_answers_4xx_and_the_retry_goes_through(front: Front) -> None:
     front.daemon.stop()
     try:
-        code, text = refusal(front, "anna@example.org", ["youth@myclub.org"], post(7))
-        assert 400 <= code < 500, text
+        down = refusal(front, "anna@example.org", ["youth@myclub.org"], post(7))
+        assert 400 <= down.code < 500, down
         assert front.queued("youth@myclub.org") == []
     finally:
         front.daemon.start()
@@ -268,8 +302,8 @@ def test_a_post_just_under_the_limit_is_delivered_and_one_over_is_refused_at_dat
     assert front.members.wait_for(lambda m: len({r for t in front.delivered(8) for r in t.rcpt_tos}) == 2)
     # Above clublist's limit but under Postfix's: refused during DATA, never 250 and then 552.
     over = sized(9, RELAY_LIMIT - 1024)
-    code, text = refusal(front, "anna@example.org", ["youth@myclub.org"], over)
-    assert code == 552, text
+    too_big = refusal(front, "anna@example.org", ["youth@myclub.org"], over)
+    assert (too_big.stage, too_big.code) == ("DATA", 552), too_big
     assert front.queued("youth@myclub.org") == []
     failed = json.loads(front.cli("queue", "ls", "--status", "failed", "--json").output)
     assert [row for row in failed if "Training 9" in row.get("subject", "")] == []

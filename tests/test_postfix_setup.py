@@ -64,6 +64,13 @@ def test_xforward_needs_clublist_to_trust_postfix_as_its_proxy() -> None:
     assert ("listen.trusted_proxies", "192.0.2.1,127.0.0.1") in build(untrusting).clublist_settings
 
 
+def test_the_policy_service_is_asked_at_rcpt_when_clublist_serves_it() -> None:
+    assert not any(name == "smtpd_recipient_restrictions" for name, _ in build(Site()).public.options)
+    setup = build(Site(listen=ListenSection(policy_port=10040)))
+    restrictions = dict(setup.public.options)["smtpd_recipient_restrictions"]
+    assert restrictions == "check_policy_service,inet:127.0.0.1:10040"
+
+
 def test_a_master_cf_line_is_read_with_its_options() -> None:
     line = "127.0.0.1:10025 inet n - n - - smtpd -o smtpd_client_restrictions= -o mynetworks=127.0.0.0/8"
     service = ServiceLine.parse(line)

@@ -129,7 +129,8 @@ def _public(setup: Setup, services: dict[str, ServiceLine]) -> list[Finding]:
         missing = [
             f"-o {name}={value}"
             for name, value in wanted.options
-            if name != "smtpd_proxy_filter" and value not in _items(service.options.get(name, ""))
+            if name != "smtpd_proxy_filter"
+            and not all(item in _items(service.options.get(name, "")) for item in _items(value))
         ]
         name = f"postfix.master.cf {service.name}"
         if missing:

@@ -59,7 +59,9 @@ def postfix(
     master.cf services, the transport map, the clublist settings still to
     change, and the commands that put them in force (postmap, postfix
     reload).  message_size_limit is delivery.max_message_size, so clublist
-    keeps room for its headers and footer below it.
+    keeps room for its headers and footer below it.  With listen.policy_port
+    set, the public smtpd also asks clublist at RCPT (check_policy_service),
+    so strangers are refused before they send the message.
 
     With --check, reads 'postconf -x', 'postconf -M' and 'postmap -q' and
     prints one line per item, with the fix for what differs (exit 1 when

@@ -168,6 +168,9 @@ class ListenSection:
     trusted_networks: list[str] = field(default_factory=list)
     # Peers whose XFORWARD (Postfix's smtpd_proxy_filter) names the real client.
     trusted_proxies: list[str] = field(default_factory=lambda: ["127.0.0.1", "::1"])
+    # Postfix's policy delegation (check_policy_service) on this port refuses strangers and
+    # unknown addresses at RCPT, before the message is sent; 0: off.  Takes a restart.
+    policy_port: int = bounded(0, 0, 65535)
 
 
 @dataclass(frozen=True)

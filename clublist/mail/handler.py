@@ -410,6 +410,17 @@ class InboundHandler:
             log.exception("internal error at RCPT TO")
             return replies.TEMPORARY_FAILURE
 
+    def rcpt_refusal(self, address: str, sender: str) -> str | None:
+        """What RCPT TO *address* from *sender* ("" for <>) would be refused with, or None;
+        Postfix's policy service (mail/policy.py) asks it before the message is sent."""
+        club = self.club()
+        target = route(club, address)
+        refusal = target if isinstance(target, str) else self._refuse_sender(club, target, sender)
+        if refusal:
+            shown = _printable(address)
+            log.info("policy service refused RCPT %s from %s: %s", shown, sender or "<>", refusal)
+        return refusal
+
     def _refuse_sender(self, club: Club, target: Target, sender: str) -> str | None:
         """The reply refusing *sender* for *target*, or None to accept (more checks at DATA).
 

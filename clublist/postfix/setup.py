@@ -11,7 +11,8 @@ Three pieces, each a plain record so that the CLI prints them, ``--check`` compa
   asked, so a slow client never holds a clublist session), and the loopback smtpd clublist
   sends through (mynetworks only, no filter).  Postfix sends XFORWARD to the filter by itself
   once clublist announces it (to ``listen.trusted_proxies``), so clublist sees the real
-  client, not 127.0.0.1.
+  client, not 127.0.0.1.  With ``listen.policy_port`` the public smtpd also asks clublist's
+  policy service at RCPT, so strangers are refused before they send the message.
 - the transport map: mail that Postfix itself has for the club domain (its delivery reports
   to the bounce address) goes to clublist over SMTP (``smtp:``, not ``lmtp:``).
 """
@@ -154,10 +155,12 @@ def build(
             "STARTTLS on port 25: set clublist's tls.cert and tls.key and run 'clublist postfix' again "
             "(or set Postfix's smtpd_tls_chain_files yourself)."
         )
-    public_service = Service(
-        public,
-        (("smtpd_proxy_filter", clublist_address), ("smtpd_proxy_options", "speed_adjust")),
-    )
+    public_options = [("smtpd_proxy_filter", clublist_address), ("smtpd_proxy_options", "speed_adjust")]
+    if site.listen.policy_port:
+        # Strangers and unknown addresses refused at RCPT already (commas: master.cf takes no spaces).
+        policy = f"inet:{hostport(listen_host, site.listen.policy_port)}"
+        public_options.append(("smtpd_recipient_restrictions", f"check_policy_service,{policy}"))
+    public_service = Service(public, tuple(public_options))
     # As Postfix's FILTER_README re-injection service: only this machine, no other checks.
     relay_service = Service(
         relay_address,

@@ -3,8 +3,7 @@
 The link is ``unsubscribe.url/TOKEN``; TOKEN is ``LIST.MAC``, MAC an HMAC of (list, member)
 under the site secret (the one VERP uses, kept in var/, in its own domain of use here), so it
 names exactly one member on one list, cannot be guessed or moved to another list or member,
-and reveals no address.  The HTTP side that honours
-it is :mod:`clublist.oneclick`.
+and reveals no address.  The HTTP side that honours it is :mod:`clublist.oneclick`.
 """
 
 from __future__ import annotations

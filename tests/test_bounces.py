@@ -7,6 +7,8 @@ import contextlib
 import email
 import email.policy
 import json
+import logging
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,6 +24,7 @@ from clublist.actions import Actor
 from clublist.actions.bounces import bounce_ls
 from clublist.actions.lists import list_create
 from clublist.actions.members import MemberChanges, member_add, member_set
+from clublist.bounces import dsn as dsn_parser
 from clublist.bounces import processor
 from clublist.bounces import score as bounces
 from clublist.bounces.processor import BounceProcessor
@@ -39,6 +42,7 @@ from clublist.state import queue
 BOUNCES = Path(__file__).parent / "bounces"
 NOW = datetime(2026, 3, 9, 12, tzinfo=UTC).timestamp()
 DAY = 24 * 3600
+SENT_EARLIER = "the returned post, delivered before its bounce"
 UNREADABLE = b"From: someone@example.com\r\nSubject: hello\r\n\r\nPlease call me back.\r\n"
 
 YOUTH = [
@@ -126,17 +130,62 @@ class Box:
     def verp_address(self, list_name: str, recipient: str) -> str:
         return verp.bounce_address(self.secret, "bounces", "myclub.org", list_name, recipient)
 
-    def bounce(self, raw: bytes, to: str = "bounces@myclub.org", sender: str = "") -> str:
-        """Mail to a bounce address, processed and committed as the listener does; the log note."""
+    def bounce(
+        self, raw: bytes, to: str = "bounces@myclub.org", sender: str = "", *, sent: bool = True
+    ) -> str:
+        """Mail to a bounce address, processed and committed as the listener does; the log note.
+
+        With *sent*, the message the bounce returns was first delivered to the addresses it names
+        (as for every genuine bounce), so a bounce to the plain address can match it.
+        """
+        if sent:
+            self.deliver_returned(raw)
         club = self.club()
         target = inbound.route(club, to)
         assert isinstance(target, inbound.Target)
+        notes: list[str] = []
+        handler = logging.Handler()
+        handler.emit = lambda record: notes.append(record.getMessage())  # type: ignore[method-assign]
+        logger = logging.getLogger("clublist.bounces.processor")
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
 
         async def process() -> str:
             job = await self.processor.process(club, target, sender, raw, self.now, authenticated=False)
             return await self.writer.run(job)
 
-        return self.run(process())  # type: ignore[return-value]
+        try:
+            assert self.run(process()) == processor.RECEIVED  # the same neutral reply for every bounce
+        finally:
+            logger.removeHandler(handler)
+        return [n for n in notes if n.startswith("bounce to ")][-1].partition(": ")[2]
+
+    def deliver_returned(self, raw: bytes) -> str:
+        """Record the message a bounce returns (its last Message-ID of ours) as sent to whom it names."""
+        ids = re.findall(rb"^Message-ID:\s*(<[^>]+@myclub\.org>)", raw, re.IGNORECASE | re.MULTILINE)
+        addresses = [
+            e.address
+            for e in dsn_parser.parse_bounce(email.message_from_bytes(raw, policy=email.policy.default))
+        ]
+        if not ids or not addresses:
+            return ""
+        content = b"Message-ID: " + ids[-1] + b"\r\nSubject: Training\r\n\r\nSix o'clock.\r\n"
+        with state.transaction(self.conn):
+            queue_id = queue.enqueue(
+                self.conn,
+                kind="post",
+                sender="bounces@myclub.org",
+                recipients=addresses,
+                content=content,
+                now=self.now - 3600,
+                subject=SENT_EARLIER,
+            )
+            self.conn.execute(
+                "UPDATE deliveries SET status = 'sent', updated = ? WHERE message_id ="
+                " (SELECT id FROM messages WHERE queue_id = ?)",
+                (self.now - 3600, queue_id),
+            )
+        return queue_id
 
     def fail_deliveries(
         self,
@@ -173,7 +222,9 @@ class Box:
         return bounces.bounce_score(self.events(address), self.store.load().site.bounces, self.now)
 
     def queued(self, kind: str | None = None) -> list[Queued]:
-        rows = self.conn.execute("SELECT id, kind, sender, content FROM messages ORDER BY id").fetchall()
+        rows = self.conn.execute(
+            "SELECT id, kind, sender, content FROM messages WHERE subject != ? ORDER BY id", (SENT_EARLIER,)
+        ).fetchall()
         found = []
         for message_id, message_kind, sender, content in rows:
             recipients = [
@@ -549,18 +600,63 @@ def test_only_the_administrator_sees_or_resets_bounce_scores_by_mail(box: Box, c
     assert box.score("anna@example.org") == 1.0
 
 
-def dsn(recipient: str, status: str, diagnostic: str) -> bytes:
-    """A minimal RFC 3464 report from a receiver that refused one recipient."""
+def dsn(
+    recipient: str,
+    status: str,
+    diagnostic: str,
+    *,
+    message_id: str = "<t1@myclub.org>",
+    envelope_id: str = "",
+) -> bytes:
+    """A minimal RFC 3464 report from a receiver that refused one recipient, with the post's headers."""
+    per_message = f"Original-Envelope-Id: {envelope_id}\r\n" if envelope_id else ""
+    returned = f"Message-ID: {message_id}\r\n" if message_id else ""
     return (
         "From: MAILER-DAEMON@mx.example\r\nTo: bounces@myclub.org\r\nSubject: Undelivered\r\n"
         "MIME-Version: 1.0\r\n"
         'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\r\n\r\n'
         "--b\r\nContent-Type: text/plain\r\n\r\nRefused.\r\n"
-        "--b\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example\r\n\r\n"
+        "--b\r\nContent-Type: message/delivery-status\r\n\r\n"
+        f"Reporting-MTA: dns; mx.example\r\n{per_message}\r\n"
         f"Final-Recipient: rfc822; {recipient}\r\nAction: failed\r\nStatus: {status}\r\n"
         f"Diagnostic-Code: smtp; {status[0]}50 {status} {diagnostic}\r\n"
+        f"--b\r\nContent-Type: text/rfc822-headers\r\n\r\n{returned}Subject: Training\r\n"
         "--b--\r\n"
     ).encode()
+
+
+# --- a bounce to the plain address counts only for a delivery clublist made ---------------------------
+
+
+def test_a_plain_bounce_for_an_address_nothing_was_delivered_to_counts_for_nobody(box: Box) -> None:
+    note = box.bounce(sample("postfix_user_unknown.eml"), sent=False)
+    assert "jonas.weber@example.net: matches no recent delivery, ignored" in note
+    assert box.conn.execute("SELECT COUNT(*) FROM bounce_events").fetchone()[0] == 0
+    assert box.queued() == []  # ignored: not even forwarded
+
+
+def test_a_plain_bounce_must_name_the_message_delivered_to_that_address(box: Box) -> None:
+    box.deliver_returned(dsn("anna@example.org", "5.1.1", "User unknown"))
+    forged = dsn("anna@example.org", "5.1.1", "User unknown", message_id="<guessed@myclub.org>")
+    assert "matches no recent delivery" in box.bounce(forged, sent=False)
+    other = dsn("ben@example.net", "5.1.1", "User unknown")  # the right message, not sent to ben
+    assert "matches no recent delivery" in box.bounce(other, sent=False)
+    assert box.conn.execute("SELECT COUNT(*) FROM bounce_events").fetchone()[0] == 0
+
+
+def test_a_plain_bounce_for_a_delivery_older_than_the_bounce_window_counts_for_nobody(box: Box) -> None:
+    raw = dsn("anna@example.org", "5.1.1", "User unknown")
+    box.deliver_returned(raw)
+    box.now += 8 * DAY
+    assert "matches no recent delivery" in box.bounce(raw, sent=False)
+    assert box.events("anna@example.org") == []
+
+
+def test_the_envelope_id_alone_matches_a_delivery(box: Box) -> None:
+    queue_id = box.deliver_returned(dsn("anna@example.org", "5.1.1", "User unknown"))
+    raw = dsn("anna@example.org", "5.1.1", "User unknown", message_id="", envelope_id=queue_id)
+    box.bounce(raw, sent=False)
+    assert [e.kind for e in box.events("anna@example.org")] == ["hard"]
 
 
 @pytest.mark.parametrize(

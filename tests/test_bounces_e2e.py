@@ -126,8 +126,13 @@ def test_a_dead_address_ends_disabled_and_member_set_enable_brings_it_back(
 UNREADABLE = "From: someone@example.net\r\nSubject: Returned mail\r\n\r\nSomething went wrong.\r\n"
 
 
-def test_bounces_sent_by_smtp_are_counted(daemon: DaemonProcess, cli: Runner, state_path: Path) -> None:
+def test_bounces_sent_by_smtp_are_counted(
+    daemon: DaemonProcess, cli: Runner, state_path: Path, sink: RemoteMTA
+) -> None:
+    post(daemon, 7)  # the post the plain DSN returns: it counts only for a delivery clublist made
+    assert sink.wait_for(lambda s: len(delivered(s, 7)) == 1)
     dsn = (Path(__file__).parent / "bounces" / "postfix_user_unknown.eml").read_text()
+    dsn = dsn.replace("<177252564500.1234.5678@myclub.org>", "<p7@example.org>")
     to_verp = verp.bounce_address(verp.load_secret(state_path), "bounces", "myclub.org", "youth", DEAD)
     with smtplib.SMTP("127.0.0.1", daemon.port, timeout=30) as client:
         assert client.sendmail("", ["bounces@myclub.org"], dsn) == {}
@@ -139,4 +144,4 @@ def test_bounces_sent_by_smtp_are_counted(daemon: DaemonProcess, cli: Runner, st
 
     # 250 came after the commit, so the evidence is there already.
     assert events("jonas.weber@example.net")[0] == ("hard", "5.1.1", "youth", "dsn")
-    assert events(DEAD)[0] == ("hard", "", "youth", "verp")
+    assert ("hard", "", "youth", "verp") in events(DEAD)  # after the failure of post 7 itself

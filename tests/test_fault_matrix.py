@@ -212,6 +212,58 @@ def test_a_refused_envelope_sender_charges_no_member_and_alerts_the_administrato
     assert rig.query("SELECT COUNT(*) FROM bounce_events") == [(0,)]
 
 
+def _postfix_dsn(recipient: str, message_id: str) -> str:
+    """A bounce as Postfix writes it: a report per recipient and the returned post's headers."""
+    return (
+        "From: MAILER-DAEMON@mx.example.org (Mail Delivery System)\r\nTo: bounces@myclub.org\r\n"
+        "Subject: Undelivered Mail Returned to Sender\r\nAuto-Submitted: auto-replied\r\n"
+        "MIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="B0"\r\n\r\n'
+        "--B0\r\nContent-Description: Notification\r\nContent-Type: text/plain\r\n\r\n"
+        "I'm sorry to have to inform you that your message could not\r\n"
+        "be delivered to one or more recipients.\r\n\r\n"
+        f"<{recipient}>: host mx.example.org said: 550 5.1.1 User unknown\r\n\r\n"
+        "--B0\r\nContent-Description: Delivery report\r\nContent-Type: message/delivery-status\r\n\r\n"
+        "Reporting-MTA: dns; mx.example.org\r\nX-Postfix-Queue-ID: 4F2A11C0234\r\n\r\n"
+        f"Final-Recipient: rfc822; {recipient}\r\nOriginal-Recipient: rfc822;{recipient}\r\n"
+        "Action: failed\r\nStatus: 5.1.1\r\nRemote-MTA: dns; mx.example.org\r\n"
+        "Diagnostic-Code: smtp; 550 5.1.1 <"
+        + recipient
+        + ">: Recipient address rejected: User unknown\r\n\r\n"
+        "--B0\r\nContent-Description: Undelivered Message Headers\r\n"
+        "Content-Type: text/rfc822-headers\r\n\r\n"
+        f"From: youth@myclub.org\r\nTo: youth@myclub.org\r\nSubject: dsn\r\nMessage-ID: {message_id}\r\n"
+        "\r\n--B0--\r\n"
+    )
+
+
+def _bounce(rig: Rig, message: str) -> tuple[int, bytes]:
+    """Mail *message* to the plain bounce address from <>; the reply to its DATA, as sent."""
+    with smtplib.SMTP("127.0.0.1", rig.daemon.port, timeout=60) as client:
+        client.ehlo()
+        client.mail("<>")
+        client.rcpt("bounces@myclub.org")
+        return client.data(message.encode())
+
+
+def _events(rig: Rig, address: str) -> list[tuple[object, ...]]:
+    return rig.query("SELECT kind, status, source FROM bounce_events WHERE address = ?", address)
+
+
+def test_a_forged_dsn_counts_for_nobody_and_gets_the_genuine_ones_reply(rig: Rig) -> None:
+    rig.post("dsn-post")
+    rig.wait_delivered("dsn-post")
+    [delivered] = rig.delivered("dsn-post")
+    message_id = str(delivered.message["Message-ID"])
+    forged_reply = _bounce(rig, _postfix_dsn("cleo@example.net", "<made-up.1@myclub.org>"))
+    genuine_reply = _bounce(rig, _postfix_dsn("ben@example.org", message_id))
+    assert forged_reply == genuine_reply  # byte for byte: the reply tells a forger nothing
+    assert forged_reply[0] == 250
+    assert _events(rig, "cleo@example.net") == []
+    assert _events(rig, "ben@example.org") == [("hard", "5.1.1", "dsn")]
+    rig.wait_log("cleo@example.net: matches no recent delivery, ignored")  # the details are in the log
+
+
 @pytest.mark.slow
 def test_a_write_lock_held_75_seconds_with_the_default_busy_timeout(tmp_path: Path) -> None:
     """The issue's figure: 75 s against SQLite's 30 s wait, while a post waits to be delivered."""

@@ -22,7 +22,9 @@ from typing import TYPE_CHECKING
 
 from clublist.bounces import dsn
 from clublist.bounces.dsn import BounceEvidence
+from clublist.bounces.matching import matching_copy
 from clublist.bounces.score import (
+    DAY,
     Failure,
     Recorded,
     disable_members,
@@ -146,6 +148,21 @@ def _subject(raw: bytes) -> str:
         return ""
 
 
+# What the SMTP reply says for every bounce, whatever it was found to be: the reply must not tell
+# a stranger whether an address is a member, of which list, or how close it is to being disabled.
+RECEIVED = "bounce"
+
+
+def _answered(about: str, job: Callable[[sqlite3.Connection], str]) -> CommitJob:
+    """*job* with its note logged, answering only the neutral :data:`RECEIVED`."""
+
+    def answered(conn: sqlite3.Connection) -> str:
+        log.info("%s: %s", about, job(conn))
+        return RECEIVED
+
+    return answered
+
+
 class BounceProcessor:
     """Mail to the bounce addresses, the worker's failures, and the disablings they lead to.
 
@@ -186,21 +203,39 @@ class BounceProcessor:
         Bounces come from <>, so *authenticated* says nothing here: a bounce is believed only
         when it matches a delivery clublist made (VERP token or a recent delivery)."""
         msg = email.message_from_bytes(message, policy=email.policy.default)
+        about = f"bounce to {target.address} from {sender or '<>'}"
         if dsn.is_auto_reply(msg):
-            return lambda conn: f"auto-reply from {sender or '<>'}, not a bounce: ignored"
+            return _answered(about, lambda conn: "an auto-reply, not a bounce: ignored")
         failures, strangers = read_bounce(club, self.secret, target.address, msg, message)
+        plain = verp_token(club.site, self.secret, target.address) is None
         site, loop = club.site, asyncio.get_running_loop()
+        since = now - site.bounces.stale_after_days * DAY
 
         def job(conn: sqlite3.Connection) -> str:
             if not failures and not strangers:
                 queue_id = _forward_to_admin(conn, site, message, target.address, now)
                 return f"names no failed address; forwarded to the administrator as {queue_id}"
-            recorded = record_failures(conn, club, failures, now)
-            notes = recorded.notes + [
-                f"{e.kind} failure for {e.address}, who is no member: ignored" for e in strangers
+            notes: list[str] = []
+            counted, others = failures, strangers
+            if plain:  # anyone can write to the plain address: believe only what we sent
+                counted, others = [], []
+                for failure in failures:
+                    copy = matching_copy(conn, failure.evidence.address, message, since)
+                    if copy is None:
+                        notes.append(f"{failure.evidence.address}: matches no recent delivery, ignored")
+                    else:
+                        counted.append(replace(failure, list_name=copy.list_name or failure.list_name))
+                for evidence in strangers:
+                    if matching_copy(conn, evidence.address, message, since) is None:
+                        notes.append(f"{evidence.address}: matches no recent delivery, ignored")
+                    else:
+                        others.append(evidence)
+            recorded = record_failures(conn, club, counted, now)
+            notes += recorded.notes + [
+                f"{e.kind} failure for {e.address}, who is no member: ignored" for e in others
             ]
-            refused = [f.evidence for f in failures if f.evidence.kind == "content"]
-            refused += [e for e in strangers if e.kind == "content"]
+            refused = [f.evidence for f in counted if f.evidence.kind == "content"]
+            refused += [e for e in others if e.kind == "content"]
             # The administrator's own refusals are not worth an alert to that same mailbox.
             refused = [e for e in refused if address_key(e.address) != address_key(site.site.admin)]
             if refused:
@@ -212,7 +247,7 @@ class BounceProcessor:
                 loop.call_soon_threadsafe(self._disable_soon)
             return "; ".join(notes)
 
-        return job
+        return _answered(about, job)
 
     async def delivery_failed(self, rows: list[queue.FailedDelivery]) -> None:
         """The worker's own failures, after their commit: counted like bounces.

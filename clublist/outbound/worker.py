@@ -556,6 +556,9 @@ class DeliveryWorker:
                     outcomes[delivery.id] = _fail(delivery, "5.6.7", f"{host} {NO_SMTPUTF8}")
                 return
             options.append("SMTPUTF8")
+        if sender and smtp.supports_extension("dsn"):
+            # A bounce then quotes only the headers and names the queue id: see bounces/matching.py.
+            options += ["RET=HDRS", f"ENVID={first.queue_id}"]
         try:
             await smtp.mail(sender, options=options)
         except aiosmtplib.SMTPSenderRefused as exc:  # before any recipient: never theirs to pay for

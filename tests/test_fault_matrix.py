@@ -161,12 +161,10 @@ def test_a_full_disk_is_waited_out(rig: Rig) -> None:
     start = len(rig.daemon.lines)
     filler = rig.state.with_name("filler")
     try:
-        with filler.open("wb") as handle:
-            with pytest.raises(OSError) as full:
-                for _ in range(10_000):  # bounded: 640 MB, far more than the 8 MB tmpfs
-                    handle.write(b"\0" * 65536)
-                    handle.flush()
-            assert full.value.errno == errno.ENOSPC
+        with filler.open("wb", buffering=0) as handle, pytest.raises(OSError) as full:
+            for _ in range(10_000):  # bounded: 640 MB, far more than the 8 MB tmpfs
+                handle.write(b"\0" * 65536)
+        assert full.value.errno == errno.ENOSPC
         rig.wait_log("state database: database or disk is full", times=2, start=start)
         _refused_451(rig, "full-2")
     finally:
@@ -179,6 +177,7 @@ def test_a_full_disk_is_waited_out(rig: Rig) -> None:
 
 
 def test_a_refused_envelope_sender_charges_no_member_and_alerts_the_administrator_once(rig: Rig) -> None:
+    rig.smarthost.defer_data = False
     rig.smarthost.mail_reply = "553 5.1.8 <bounces@myclub.org>: Sender address rejected: Domain not found"
     before = len(rig.query("SELECT id FROM messages"))
     rig.post("sender-1")

@@ -335,15 +335,18 @@ def test_clublist_postfix_check_passes_and_reports_a_missing_line(front: Front) 
     public = f"127.0.0.1:{front.public}/inet"
     front.postfix.postconf("-X", "relay_domains")
     front.postfix.postconf("-PX", f"{public}/smtpd_proxy_options")
+    front.postfix.postconf("-e", "message_size_limit = 100000")
     try:
         checked = front.cli(*args)
         assert checked.exit_code == 1
         assert "relay_domains is '', clublist needs 'myclub.org'" in checked.output
         assert "postconf -c" in checked.output and "-e 'relay_domains = myclub.org'" in checked.output
         assert "lacks -o smtpd_proxy_options=speed_adjust" in checked.output
+        assert f"message_size_limit is '100000', clublist needs '{RELAY_LIMIT}'" in checked.output
     finally:
         front.postfix.postconf("-e", "relay_domains = myclub.org")
         front.postfix.postconf("-P", f"{public}/smtpd_proxy_options=speed_adjust")
+        front.postfix.postconf("-e", f"message_size_limit = {RELAY_LIMIT}")
     assert front.cli(*args).exit_code == 0
 
 

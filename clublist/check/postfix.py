@@ -71,7 +71,8 @@ def compare(setup: Setup, site: Site, postfix: Postfix) -> list[Finding]:
             Finding(
                 "postfix.clublist",
                 "fail",
-                "clublist does not send through Postfix's loopback smtpd or listens beyond loopback",
+                "clublist's own settings do not fit Postfix in front: "
+                + ", ".join(key for key, _value in setup.clublist_settings),
                 "; ".join(setup.clublist_commands),
             )
         )

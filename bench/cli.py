@@ -144,6 +144,11 @@ def queue_runs(runs: int, messages: int = 25, recipients: int = 2000) -> dict[st
         size = f"{messages * recipients:,} waiting, {messages} messages"
         results["queue_ls_50000"] = report(f"queue ls ({size})", timed(base, runs))
         results["queue_ls_50000_json"] = report(f"queue ls --json ({size})", timed([*base, "--json"], runs))
+        every = subprocess.run(
+            [*base, "--recipients", "--json"], capture_output=True, timeout=120, check=True
+        )
+        if len(json.loads(every.stdout)) != messages * recipients:
+            raise RuntimeError("queue ls --recipients --json did not list every row")
         results["queue_ls_50000_recipients_json"] = report(
             "queue ls --recipients --json", timed([*base, "--recipients", "--json"], min(runs, 3))
         )

@@ -168,8 +168,10 @@ def deliver_now(store: Store, state_path: Path, lock: state.DaemonLock, *, retry
 
     site = store.load().site
     config = delivery.DeliveryConfig.from_site(site, state_path)
-    # Holding the lock, this process passes for the daemon: another retry or flush may signal it.
-    previous = signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    # Holding the lock, this process passes for the daemon: another retry or flush may wake it
+    # (SIGUSR1), and a change to lists.d is signalled only to a daemon that confirmed its reloads,
+    # but a stale confirmation with this pid must not hang it up either (SIGHUP).
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGUSR1, signal.SIGHUP)}
     try:
         lock.acquire()
         try:
@@ -177,7 +179,8 @@ def deliver_now(store: Store, state_path: Path, lock: state.DaemonLock, *, retry
         finally:
             lock.release()
     finally:
-        signal.signal(signal.SIGUSR1, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 async def _passes(

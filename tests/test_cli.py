@@ -86,14 +86,19 @@ def test_import_is_all_or_nothing_and_names_every_bad_line(cli: Runner, club_dir
 def test_import_dry_run_then_import(cli: Runner) -> None:
     csv = "email,name,lists\nanna@example.org,Anna,youth\nbob@example.org,Bob,\n"
     dry = json.loads(cli("member", "import", "-", "--dry-run", "--json", input=csv).stdout)
-    assert dry == {"dry_run": True, "added": ["anna@example.org", "bob@example.org"], "updated": []}
+    assert dry == {
+        "dry_run": True,
+        "added": ["anna@example.org", "bob@example.org"],
+        "removed": [],
+        "updated": [],
+    }
     assert json.loads(cli("member", "ls", "--json").stdout) == []
     cli("member", "import", "-", input=csv)
     exported = cli("member", "export").stdout
     assert exported.splitlines() == [
-        "email,name,lists",
-        "anna@example.org,Anna,youth",
-        "bob@example.org,Bob,",
+        "email,name,lists,aliases,role,delivery,disabled_reason,daily_limit,moderated",
+        "anna@example.org,Anna,youth,,member,enabled,,,false",
+        "bob@example.org,Bob,,,member,enabled,,,false",
     ]
 
 

@@ -13,7 +13,7 @@ from daemon import DaemonProcess
 from mta import RemoteMTA
 
 from clublist.actions import Actor
-from clublist.actions.members import member_import
+from clublist.actions.roster import member_import
 from clublist.club.store import Store
 
 MEMBERS = 2000

@@ -28,7 +28,7 @@ def test_comment_in_members_survives_add_and_remove(store: Store, club_dir: Path
     path = club_dir / "members.toml"
     path.write_text(path.read_text() + "\n# Bob pays by cash, ask Tom.\n")
     member_add(store, admin, "bob@example.org", "Bob", ("youth",))
-    member_remove(store, admin, "anna@example.org")
+    member_remove(store, admin, ["anna@example.org"])
     member_set(store, admin, "bob@example.org", MemberChanges(name="Bob B"))
     text = path.read_text()
     assert "# Bob pays by cash, ask Tom." in text

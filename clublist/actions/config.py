@@ -9,6 +9,7 @@ from clublist.actions import Actor, Done, require_admin
 from clublist.club import model
 from clublist.club.model import parse_address
 from clublist.club.store import MEMBERS_FILE, SITE_FILE, Store
+from clublist.club.tomltext import toml_value
 from clublist.errors import ClublistError
 
 CLUB_TEMPLATE = """\
@@ -121,4 +122,4 @@ def config_set(store: Store, actor: Actor, key: str, value: Any) -> Done:
         document[section][name] = typed
 
     store.edit_toml(SITE_FILE, change)
-    return Done(f"{key} = {typed!r}", typed)
+    return Done(f"{key} = {toml_value(typed)}", typed)

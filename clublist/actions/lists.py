@@ -9,6 +9,7 @@ from clublist.actions import Actor, Done, require_admin
 from clublist.club import model
 from clublist.club.model import MailingList
 from clublist.club.store import Club, MembersChange, Store, list_file
+from clublist.club.tomltext import toml_value
 from clublist.errors import ClublistError, PermissionDenied
 
 
@@ -86,7 +87,7 @@ def list_set(store: Store, actor: Actor, name: str, key: str, value: Any) -> Don
         document[key] = list(typed) if isinstance(typed, tuple) else typed
 
     store.edit_toml(list_file(name), change)
-    return Done(f"{name}: {key} = {typed!r}", typed)
+    return Done(f"{name}: {key} = {toml_value(typed)}", typed)
 
 
 def list_delete(store: Store, actor: Actor, name: str) -> Done:

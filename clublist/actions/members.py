@@ -1,10 +1,16 @@
-"""Members: the registry in members.toml, joins and leaves, CSV import and export."""
+"""Members: the registry in members.toml, joins and leaves, removals.
+
+Every change that moves someone onto or off a list is announced (welcome, goodbye, the
+owners' notice) through :class:`Notify`, after members.toml is written; CSV import,
+export and sync are :mod:`clublist.actions.roster`.
+"""
 
 from __future__ import annotations
 
-import csv
-import io
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from clublist.actions import Actor, Done, require_admin
@@ -12,18 +18,81 @@ from clublist.club import model
 from clublist.club.model import Member, address_key, parse_address
 from clublist.club.store import Club, MembersChange, Store
 from clublist.errors import ClublistError, PermissionDenied
+from clublist.outbound.membership import Change, changes_between, queue_membership_notices
 
 
-def member_ls(store: Store, actor: Actor, list_name: str | None = None) -> list[Member]:
-    """The registry, or one list's members: the administrator sees all, a list's members see theirs."""
+@dataclass(frozen=True)
+class Notify:
+    """Where membership changes are announced: the state database whose queue the daemon sends.
+
+    ``quiet`` sends nothing (an owner who removes someone by hand and tells them in person).
+    """
+
+    state_path: Path
+    quiet: bool = False
+    clock: Callable[[], float] = time.time
+
+
+def apply_members_change(
+    store: Store, change: Callable[[Club], MembersChange], notify: Notify | None
+) -> MembersChange:
+    """``store.change_members`` (one locked, atomic write), then the notices for what it changed."""
+    found: list[Change] = []
+
+    def decide(club: Club) -> MembersChange:
+        edit = change(club)
+        found.clear()
+        for member in edit.added:
+            found.extend(changes_between(None, member))
+        for key, member in edit.replaced.items():
+            found.extend(changes_between(club.member(key), member))
+        for key in edit.removed:
+            found.extend(changes_between(club.member(key), None))
+        return edit
+
+    edit = store.change_members(decide)
+    if found and notify is not None and not notify.quiet:
+        announce(store, notify, found)
+    return edit
+
+
+def announce(store: Store, notify: Notify, changes: Sequence[Change]) -> int:
+    """Queue the welcome, goodbye and owner notices for *changes*; the daemon delivers them."""
+    from clublist.state import db
+
+    club = store.load()
+    conn = db.connect(notify.state_path)
+    try:
+        with db.transaction(conn):
+            sent = queue_membership_notices(conn, club, changes, notify.clock())
+    finally:
+        conn.close()
+    db.DaemonLock(notify.state_path).wake()
+    return sent
+
+
+def member_ls(store: Store, actor: Actor, list_name: str | None = None, search: str = "") -> list[Member]:
+    """The registry, or one list's members: the administrator sees all, a list's members see theirs.
+
+    *search* keeps the members whose address, an alias or name contains it, in any case.
+    """
     club = store.load()
     if list_name is None:
         require_admin(actor, "see every member")
-        return list(club.members)
-    mailing_list = club.require_list(list_name)
-    if not (actor.may_manage(mailing_list) or _is_on(club, actor, list_name)):
-        raise PermissionDenied(f"only members of {list_name} may see who is on it")
-    return club.members_of(mailing_list.name)
+        members = list(club.members)
+    else:
+        mailing_list = club.require_list(list_name)
+        if not (actor.may_manage(mailing_list) or _is_on(club, actor, list_name)):
+            raise PermissionDenied(f"only members of {list_name} may see who is on it")
+        members = club.members_of(mailing_list.name)
+    needle = search.casefold().strip()
+    if not needle:
+        return members
+    return [
+        m
+        for m in members
+        if any(needle in text.casefold() for text in (m.email, address_key(m.email), m.name, *m.aliases))
+    ]
 
 
 def _is_on(club: Club, actor: Actor, list_name: str) -> bool:
@@ -55,6 +124,7 @@ def member_add(
     lists: tuple[str, ...] = (),
     aliases: tuple[str, ...] = (),
     role: str = "member",
+    notify: Notify | None = None,
 ) -> Done:
     """Add a person to the registry; a list's owners may add people to their list."""
     email = parse_address(email)
@@ -76,11 +146,15 @@ def member_add(
         for alias in aliases:
             _require_free_alias(club, alias)
         member = Member(
-            email=email, name=name, lists=tuple(dict.fromkeys(lists)), aliases=aliases, role=role  # type: ignore[arg-type]
+            email=email,
+            name=name,
+            lists=tuple(dict.fromkeys(lists)),
+            aliases=aliases,
+            role=role,  # type: ignore[arg-type]
         )
         return MembersChange(added=[member])
 
-    edit = store.change_members(change)
+    edit = apply_members_change(store, change, notify)
     member = edit.added[0]
     on = f" on {', '.join(member.lists)}" if member.lists else ""
     return Done(f"added {member.email}{on}", member)
@@ -110,18 +184,76 @@ def _require_free_alias(club: Club, address: str) -> None:
         raise ClublistError(f"{address} owns {', '.join(owned)}; add it as a member of its own instead")
 
 
-def member_remove(store: Store, actor: Actor, address: str) -> Done:
-    """Take a person out of the registry and off every list."""
-    require_admin(actor, "remove members from the club")
+@dataclass
+class Removal:
+    """What ``member remove`` did (or would do, with ``dry_run``)."""
+
+    removed: list[Member] = field(default_factory=list)
+    list_name: str | None = None
+    dry_run: bool = False
+
+    @property
+    def message(self) -> str:
+        verb = "would remove" if self.dry_run else "removed"
+        where = f" from {self.list_name}" if self.list_name else ""
+        names = ", ".join(m.email for m in self.removed[:10])
+        more = f" and {len(self.removed) - 10} more" if len(self.removed) > 10 else ""
+        return f"{verb} {len(self.removed)} members{where}: {names}{more}" if self.removed else "nobody"
+
+
+def member_remove(
+    store: Store,
+    actor: Actor,
+    addresses: Sequence[str],
+    *,
+    list_name: str | None = None,
+    dry_run: bool = False,
+    notify: Notify | None = None,
+) -> Removal:
+    """Take people out of the registry (off every list), or with *list_name* off that list only.
+
+    All or nothing, in one write: an address that is no member (or not on the list) stops
+    the whole removal.  A list's owners may take people off their list; removing people
+    from the club is the administrator's.
+    """
+    if list_name is None:
+        require_admin(actor, "remove members from the club")
+    if not addresses:
+        raise ClublistError("name at least one address to remove (or --from-file FILE)")
+    result = Removal(list_name=list_name, dry_run=dry_run)
 
     def change(club: Club) -> MembersChange:
-        return MembersChange(removed={club.require_member(address).key})
+        if list_name is not None and not actor.may_manage(club.require_list(list_name)):
+            raise PermissionDenied(f"only the owners of {list_name} may take members off it")
+        found: dict[str, Member] = {}
+        problems = []
+        for address in addresses:
+            member = club.member(address)
+            if member is None:
+                problems.append(f"{address} is not a member")
+            elif list_name is not None and list_name not in member.lists:
+                problems.append(f"{member.email} is not on {list_name}")
+            else:
+                found[member.key] = member
+        if problems:
+            raise ClublistError("nothing removed: " + "; ".join(problems[:20]))
+        result.removed = list(found.values())
+        if dry_run:
+            return MembersChange()
+        if list_name is None:
+            return MembersChange(removed=set(found))
+        return MembersChange(
+            replaced={
+                k: model.replace(m, lists=tuple(n for n in m.lists if n != list_name))
+                for k, m in found.items()
+            }
+        )
 
-    store.change_members(change)
-    return Done(f"removed {address}")
+    apply_members_change(store, change, notify)
+    return result
 
 
-def _update_member(store: Store, address: str, update: Any) -> Member:
+def _update_member(store: Store, address: str, update: Any, notify: Notify | None = None) -> Member:
     """Apply ``update(club, member) -> Member`` under the lock; returns the new record."""
     result: list[Member] = []
 
@@ -133,11 +265,13 @@ def _update_member(store: Store, address: str, update: Any) -> Member:
             return MembersChange()
         return MembersChange(replaced={member.key: new})
 
-    store.change_members(change)
+    apply_members_change(store, change, notify)
     return result[0]
 
 
-def member_join(store: Store, actor: Actor, address: str, list_name: str) -> Done:
+def member_join(
+    store: Store, actor: Actor, address: str, list_name: str, notify: Notify | None = None
+) -> Done:
     """Put a member on a list: themselves if the list is open, anyone for its owners."""
 
     def update(club: Club, member: Member) -> Member:
@@ -151,11 +285,13 @@ def member_join(store: Store, actor: Actor, address: str, list_name: str) -> Don
             raise ClublistError(f"{member.email} is already on {mailing_list.name}")
         return model.replace(member, lists=(*member.lists, mailing_list.name))
 
-    member = _update_member(store, address, update)
+    member = _update_member(store, address, update, notify)
     return Done(f"{member.email} joined {list_name}", member)
 
 
-def member_leave(store: Store, actor: Actor, address: str, list_name: str) -> Done:
+def member_leave(
+    store: Store, actor: Actor, address: str, list_name: str, notify: Notify | None = None
+) -> Done:
     """Take a member off a list: themselves, or anyone for the list's owners."""
 
     def update(club: Club, member: Member) -> Member:
@@ -166,7 +302,7 @@ def member_leave(store: Store, actor: Actor, address: str, list_name: str) -> Do
             raise PermissionDenied(f"only {member.email} or the owners of {list_name} may do that")
         return model.replace(member, lists=tuple(n for n in member.lists if n != list_name))
 
-    member = _update_member(store, address, update)
+    member = _update_member(store, address, update, notify)
     return Done(f"{member.email} left {list_name}", member)
 
 
@@ -182,6 +318,7 @@ class MemberChanges:
     remove_aliases: tuple[str, ...] = ()
     daily_limit: int | None = None
     clear_daily_limit: bool = False
+    moderated: bool | None = None
 
 
 def member_set(store: Store, actor: Actor, address: str, changes: MemberChanges) -> Done:
@@ -194,6 +331,10 @@ def member_set(store: Store, actor: Actor, address: str, changes: MemberChanges)
         _require_member_rights(club, actor, member, "change")
         if changes.role is not None or changes.daily_limit is not None or changes.clear_daily_limit:
             require_admin(actor, "change roles and posting limits")
+        if changes.moderated is not None and not (
+            actor.is_admin or any(actor.owns(club.lists[n]) for n in member.lists if n in club.lists)
+        ):
+            raise PermissionDenied("only a list's owners or the administrator may moderate a member")
         if changes.role is not None and changes.role not in model.ROLES:
             raise ClublistError(f"role must be one of {', '.join(model.ROLES)}")
         for alias in new_aliases:
@@ -217,106 +358,9 @@ def member_set(store: Store, actor: Actor, address: str, changes: MemberChanges)
             fields["daily_limit"] = changes.daily_limit
         if changes.clear_daily_limit:
             fields["daily_limit"] = None
+        if changes.moderated is not None:
+            fields["moderated"] = changes.moderated
         return model.replace(member, **fields)
 
     member = _update_member(store, address, update)
     return Done(f"updated {member.email}", member)
-
-
-@dataclass
-class ImportResult:
-    """What an import did (or would do, with ``dry_run``)."""
-
-    added: list[Member] = field(default_factory=list)
-    updated: list[Member] = field(default_factory=list)
-    dry_run: bool = False
-
-    @property
-    def message(self) -> str:
-        added, updated = ("would add", "would update") if self.dry_run else ("added", "updated")
-        return f"{added} {len(self.added)} members, {updated} {len(self.updated)}"
-
-
-def member_import(store: Store, actor: Actor, csv_text: str, dry_run: bool = False) -> ImportResult:
-    """Import ``email,name,lists`` rows, all or nothing.
-
-    ``lists`` holds list names separated by spaces or semicolons.  A row for
-    someone already in the registry adds the lists named to theirs (and sets
-    the name if they had none), so a club can re-import its roster.  Every
-    bad row is reported at once, with its line number; then nothing changes.
-    """
-    require_admin(actor, "import members")
-    result = ImportResult(dry_run=dry_run)
-
-    def change(club: Club) -> MembersChange:
-        rows = _read_csv(csv_text)
-        errors: list[str] = []
-        added: dict[str, Member] = {}
-        updated: dict[str, Member] = {}
-        for line, row in rows:
-            try:
-                member = _row_member(club, row)
-            except ClublistError as exc:
-                errors.append(f"line {line}: {exc}")
-                continue
-            existing = club.member(member.email)
-            if member.key in added:
-                errors.append(f"line {line}: {member.email} appears twice in the file")
-            elif existing is None:
-                added[member.key] = member
-            else:
-                base = updated.get(existing.key, existing)
-                updated[existing.key] = model.replace(
-                    base,
-                    name=base.name or member.name,
-                    lists=tuple(dict.fromkeys((*base.lists, *member.lists))),
-                )
-        if errors:
-            shown = "\n  ".join(errors[:50])
-            more = f"\n  ... and {len(errors) - 50} more" if len(errors) > 50 else ""
-            raise ClublistError(f"nothing imported; {len(errors)} bad lines:\n  {shown}{more}")
-        result.added = list(added.values())
-        result.updated = [m for k, m in updated.items() if m != club.member(k)]
-        if dry_run:
-            return MembersChange()
-        return MembersChange(added=result.added, replaced={m.key: m for m in result.updated})
-
-    store.change_members(change)
-    return result
-
-
-def _read_csv(text: str) -> list[tuple[int, list[str]]]:
-    reader = csv.reader(io.StringIO(text))
-    rows = []
-    for row in reader:
-        if not any(cell.strip() for cell in row):
-            continue
-        if reader.line_num == 1 and row and row[0].strip().lower() == "email":
-            continue
-        rows.append((reader.line_num, row))
-    return rows
-
-
-def _row_member(club: Club, row: list[str]) -> Member:
-    if len(row) > 3:
-        raise ClublistError(f"expected email,name,lists but found {len(row)} columns")
-    email = parse_address(row[0])
-    name = model.check_name(row[1]) if len(row) > 1 else ""
-    lists = tuple(n for n in (row[2].replace(";", " ").split() if len(row) > 2 else ()) if n)
-    for list_name in lists:
-        club.require_list(list_name)
-    local, _, domain = email.partition("@")
-    if domain.lower() == club.site.domain and local.lower() in club.lists:
-        raise ClublistError(f"{email} is one of the club's own addresses")
-    return Member(email=email, name=name, lists=tuple(dict.fromkeys(lists)))
-
-
-def member_export(store: Store, actor: Actor) -> str:
-    """The registry as ``email,name,lists`` CSV, the same shape import reads."""
-    require_admin(actor, "export members")
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["email", "name", "lists"])
-    for member in store.load().members:
-        writer.writerow([member.email, member.name, " ".join(member.lists)])
-    return out.getvalue()

@@ -64,7 +64,7 @@ def get(app: App, key: str, as_json: bool) -> None:
         app.stream.write(f"{render.to_plain(value)}\n")
 
 
-@config.command("set")
+@config.command("set", context_settings={"ignore_unknown_options": True})
 @click.argument("key")
 @click.argument("value")
 @pass_app

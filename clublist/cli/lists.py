@@ -100,7 +100,7 @@ def create(app: App, name: str, owners: tuple[str, ...], **settings: Any) -> Non
 
 
 @by_mail("owner")
-@list_group.command("set")
+@list_group.command("set", context_settings={"ignore_unknown_options": True})
 @click.argument("name")
 @click.argument("key", type=click.Choice(model.LIST_KEYS))
 @click.argument("value")

@@ -8,9 +8,8 @@ import click
 
 from clublist.actions.members import (
     MemberChanges,
+    Notify,
     member_add,
-    member_export,
-    member_import,
     member_join,
     member_leave,
     member_ls,
@@ -18,10 +17,21 @@ from clublist.actions.members import (
     member_set,
     member_show,
 )
+from clublist.actions.roster import RosterPlan, member_export, member_import, member_sync
 from clublist.cli import render
 from clublist.cli.app import App, by_mail, json_option, pass_app
+from clublist.cli.complete import list_names, member_addresses
 from clublist.club import model
 from clublist.errors import ClublistError
+
+quiet_option = click.option(
+    "--quiet", is_flag=True, help="Send no welcome, goodbye or owner notice for this change."
+)
+list_option = click.option("--list", "list_name", shell_complete=list_names, help="Only this list's members.")
+
+
+def _notify(app: App, quiet: bool) -> Notify:
+    return Notify(app.state_path, quiet=quiet)
 
 
 @click.group()
@@ -33,25 +43,23 @@ def member() -> None:
 
 
 def _row(m: model.Member) -> dict[str, Any]:
-    return {
-        "email": m.email,
-        "name": m.name,
-        "lists": list(m.lists),
-        "aliases": list(m.aliases),
-        "role": m.role,
-        "delivery": m.delivery,
-        "disabled_reason": m.disabled_reason,
-        "daily_limit": m.daily_limit,
-    }
+    return render.to_plain(m)  # type: ignore[no-any-return]
 
 
 @by_mail("owner")
 @member.command("add")
 @click.argument("email")
 @click.option("--name", default="", help="The member's name.")
-@click.option("--list", "lists", multiple=True, help="A list to put the member on (repeatable).")
+@click.option(
+    "--list",
+    "lists",
+    multiple=True,
+    shell_complete=list_names,
+    help="A list to put the member on (repeatable).",
+)
 @click.option("--alias", "aliases", multiple=True, help="Another address they post from.")
 @click.option("--role", type=click.Choice(model.ROLES), default="member", show_default=True)
+@quiet_option
 @json_option
 @pass_app
 def add(
@@ -61,39 +69,95 @@ def add(
     lists: tuple[str, ...],
     aliases: tuple[str, ...],
     role: str,
+    quiet: bool,
     as_json: bool,
 ) -> None:
-    """Add a member to the club and, optionally, to lists.
+    """Add a member to the club and, optionally, to lists (each list sends its welcome).
 
     Example: clublist member add anna@example.org --name Anna --list youth
     """
-    result = member_add(app.store, app.actor, email, name, lists, aliases, role)
+    result = member_add(app.store, app.actor, email, name, lists, aliases, role, _notify(app, quiet))
     render.done(app, result, as_json)
 
 
-@by_mail("admin")
+@by_mail("owner")
 @member.command("remove")
-@click.argument("email")
+@click.argument("addresses", nargs=-1, metavar="EMAIL...", shell_complete=member_addresses)
+@click.option(
+    "--from-file",
+    type=click.File("r", encoding="utf-8-sig"),
+    help="Also remove the addresses in this file: one a line, or a CSV's first column.",
+)
+@click.option(
+    "--list",
+    "list_name",
+    shell_complete=list_names,
+    help="Take them off this list only (they stay in the club).",
+)
+@click.option("--dry-run", is_flag=True, help="Say who would be removed, change nothing.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@quiet_option
+@json_option
 @pass_app
-def remove(app: App, email: str) -> None:
-    """Remove a member from the club and from every list.
+def remove(
+    app: App,
+    addresses: tuple[str, ...],
+    from_file: Any,
+    list_name: str | None,
+    dry_run: bool,
+    yes: bool,
+    quiet: bool,
+    as_json: bool,
+) -> None:
+    """Remove members from the club (and every list), or from one list, all or nothing.
 
-    Example: clublist member remove anna@example.org
+    Asks first unless --yes; each one gets the list's goodbye unless --quiet.
+
+    Example: clublist member remove anna@example.org ben@example.org --list youth --yes
     """
-    render.done(app, member_remove(app.store, app.actor, email))
+    if from_file is not None and app.by_mail:
+        raise ClublistError("--from-file reads a file on the server; run it at the shell")
+    wanted = [*addresses, *(_addresses_in(from_file.read()) if from_file is not None else [])]
+    if not dry_run and not yes and not app.by_mail:
+        plan = member_remove(app.store, app.actor, wanted, list_name=list_name, dry_run=True)
+        app.stream.write("".join(f"- {m.email}\n" for m in plan.removed))
+        click.confirm(plan.message.replace("would remove", "Remove", 1) + "?", abort=True)
+    result = member_remove(
+        app.store, app.actor, wanted, list_name=list_name, dry_run=dry_run, notify=_notify(app, quiet)
+    )
+    if as_json:
+        render.json_out(
+            app, {"dry_run": dry_run, "list": list_name, "removed": [m.email for m in result.removed]}
+        )
+    else:
+        app.stream.write(result.message + "\n")
+
+
+def _addresses_in(text: str) -> list[str]:
+    """The first column of each line that is not empty, a comment or a CSV header."""
+    import csv
+    import io
+
+    out = []
+    for row in csv.reader(io.StringIO(text)):
+        cell = row[0].strip() if row else ""
+        if cell and not cell.startswith("#") and cell.lower() != "email":
+            out.append(cell)
+    return out
 
 
 @by_mail("member", changes=False)
 @member.command("ls")
-@click.option("--list", "list_name", help="Only the members of this list.")
+@list_option
+@click.option("--search", default="", help="Only members whose address, alias or name contains this text.")
 @json_option
 @pass_app
-def ls(app: App, list_name: str | None, as_json: bool) -> None:
-    """List members, all or one list's.
+def ls(app: App, list_name: str | None, search: str, as_json: bool) -> None:
+    """List members, all or one list's, or search them (any case).
 
-    Example: clublist member ls --list youth --json
+    Example: clublist member ls --list youth --search berg --json
     """
-    rows = [_row(m) for m in member_ls(app.store, app.actor, list_name)]
+    rows = [_row(m) for m in member_ls(app.store, app.actor, list_name, search)]
     if as_json:
         render.json_out(app, rows)
     else:
@@ -102,7 +166,7 @@ def ls(app: App, list_name: str | None, as_json: bool) -> None:
 
 @by_mail("member", changes=False)
 @member.command("show")
-@click.argument("email")
+@click.argument("email", shell_complete=member_addresses)
 @json_option
 @pass_app
 def show(app: App, email: str, as_json: bool) -> None:
@@ -119,7 +183,7 @@ def show(app: App, email: str, as_json: bool) -> None:
 
 @by_mail("member")
 @member.command("set")
-@click.argument("email")
+@click.argument("email", shell_complete=member_addresses)
 @click.option("--name", help="A new name.")
 @click.option("--role", type=click.Choice(model.ROLES), help="member or admin.")
 @click.option(
@@ -133,6 +197,12 @@ def show(app: App, email: str, as_json: bool) -> None:
 @click.option("--remove-alias", multiple=True, help="Remove an alias.")
 @click.option("--daily-limit", type=click.IntRange(min=0), help="Posts a day (overrides the site).")
 @click.option("--no-daily-limit", is_flag=True, help="Use the site's daily limit again.")
+@click.option(
+    "--moderated/--unmoderated",
+    "moderated",
+    default=None,
+    help="Hold this member's posts for an owner's approval, or not.",
+)
 @json_option
 @pass_app
 def set_(
@@ -146,6 +216,7 @@ def set_(
     remove_alias: tuple[str, ...],
     daily_limit: int | None,
     no_daily_limit: bool,
+    moderated: bool | None,
     as_json: bool,
 ) -> None:
     """Change a member's name, role, delivery, aliases or posting limit.
@@ -161,63 +232,119 @@ def set_(
         remove_aliases=remove_alias,
         daily_limit=daily_limit,
         clear_daily_limit=no_daily_limit,
+        moderated=moderated,
     )
     render.done(app, member_set(app.store, app.actor, email, changes), as_json)
 
 
 @by_mail("member")
 @member.command("join")
-@click.argument("email")
-@click.argument("list_name", metavar="LIST")
+@click.argument("email", shell_complete=member_addresses)
+@click.argument("list_name", metavar="LIST", shell_complete=list_names)
+@quiet_option
 @pass_app
-def join(app: App, email: str, list_name: str) -> None:
-    """Put a member on a list.
+def join(app: App, email: str, list_name: str, quiet: bool) -> None:
+    """Put a member on a list; they get its welcome, its owners a notice.
 
     Example: clublist member join anna@example.org trainer
     """
-    render.done(app, member_join(app.store, app.actor, email, list_name))
+    render.done(app, member_join(app.store, app.actor, email, list_name, _notify(app, quiet)))
 
 
 @by_mail("member")
 @member.command("leave")
-@click.argument("email")
-@click.argument("list_name", metavar="LIST")
+@click.argument("email", shell_complete=member_addresses)
+@click.argument("list_name", metavar="LIST", shell_complete=list_names)
+@quiet_option
 @pass_app
-def leave(app: App, email: str, list_name: str) -> None:
-    """Take a member off a list (they stay in the club).
+def leave(app: App, email: str, list_name: str, quiet: bool) -> None:
+    """Take a member off a list (they stay in the club); they get its goodbye.
 
     Example: clublist member leave anna@example.org trainer
     """
-    render.done(app, member_leave(app.store, app.actor, email, list_name))
+    render.done(app, member_leave(app.store, app.actor, email, list_name, _notify(app, quiet)))
 
 
 @member.command("import")
 @click.argument("csv_file", type=click.File("r", encoding="utf-8-sig"))
 @click.option("--dry-run", is_flag=True, help="Check the file and say what would change.")
+@click.option(
+    "--update", is_flag=True, help="A row replaces an existing member's name, lists and other columns."
+)
+@quiet_option
 @json_option
 @pass_app
-def import_(app: App, csv_file: Any, dry_run: bool, as_json: bool) -> None:
-    """Import members from CSV (email,name,lists), all or nothing.
+def import_(app: App, csv_file: Any, dry_run: bool, update: bool, quiet: bool, as_json: bool) -> None:
+    """Import members from CSV, all or nothing.
 
-    LISTS holds list names separated by spaces or ';'.  Every bad line is
-    reported and then nothing changes.  Use - to read standard input.
+    The columns are named in a header row (those 'member export' writes) or are
+    email,name,lists.  Several lists or aliases in a cell are separated by spaces or
+    ';'.  An existing member gets the lists named added, or with --update the row's
+    values.  Every bad line is reported and then nothing changes.  Use - to read
+    standard input.
 
-    Example: clublist member import roster.csv --dry-run
+    Example: clublist member import roster.csv --update --dry-run
     """
     if app.by_mail:
         raise ClublistError("member import reads a file on the server; run it at the shell")
-    result = member_import(app.store, app.actor, csv_file.read(), dry_run)
+    plan = member_import(
+        app.store, app.actor, csv_file.read(), dry_run, update=update, notify=_notify(app, quiet)
+    )
+    _print_plan(app, plan, as_json)
+
+
+@member.command("sync")
+@click.argument("csv_file", type=click.File("r", encoding="utf-8-sig"))
+@list_option
+@click.option("--dry-run", is_flag=True, help="Print the plan, change nothing.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@quiet_option
+@json_option
+@pass_app
+def sync(
+    app: App, csv_file: Any, list_name: str | None, dry_run: bool, yes: bool, quiet: bool, as_json: bool
+) -> None:
+    """Make the registry (or one list) match a roster file: add, update, remove.
+
+    The file is CSV as for import (with a header row naming its columns, or
+    email,name,lists).  Prints the plan with its counts, asks unless --yes, then
+    applies it in one write.  With --list, the file holds that list's members: the
+    others are taken off the list and stay in the club.
+
+    Example: clublist member sync roster.csv --dry-run
+    """
+    if app.by_mail:
+        raise ClublistError("member sync reads a file on the server; run it at the shell")
+    text = csv_file.read()
+    plan = member_sync(app.store, app.actor, text, list_name=list_name, dry_run=True)
+    if dry_run or plan.empty:
+        _print_plan(app, plan, as_json)
+        return
+    if not yes:
+        _print_plan(app, plan, False)
+        click.confirm("Apply this plan?", abort=True)
+    done = member_sync(
+        app.store, app.actor, text, list_name=list_name, expected=plan, notify=_notify(app, quiet)
+    )
+    if yes:
+        _print_plan(app, done, as_json)
+    else:
+        app.stream.write(done.message + "\n")
+
+
+def _print_plan(app: App, plan: RosterPlan, as_json: bool) -> None:
     if as_json:
         render.json_out(
             app,
             {
-                "dry_run": dry_run,
-                "added": [m.email for m in result.added],
-                "updated": [m.email for m in result.updated],
+                "dry_run": plan.dry_run,
+                "added": [m.email for m in plan.added],
+                "removed": [m.email for m in plan.removed],
+                "updated": [after.email for _before, after in plan.updated],
             },
         )
-    else:
-        app.stream.write(result.message + "\n")
+        return
+    app.stream.write("".join(line + "\n" for line in plan.lines()) + plan.message + "\n")
 
 
 @by_mail("admin", changes=False)
@@ -231,7 +358,7 @@ def import_(app: App, csv_file: Any, dry_run: bool, as_json: bool) -> None:
 )
 @pass_app
 def export(app: App, output: Any) -> None:
-    """Export the registry as CSV (email,name,lists), the shape import reads.
+    """Export the registry as CSV with every field, the shape import and sync read.
 
     Example: clublist member export -o roster.csv
     """

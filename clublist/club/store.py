@@ -59,6 +59,7 @@ class Club:
     members: tuple[Member, ...]
     warnings: tuple[Advice, ...] = ()
     _by_address: dict[str, Member] = field(default_factory=dict, repr=False)
+    directory: Path | None = None  # lists.d, where templates/ may override the shipped texts
 
     @classmethod
     def build(
@@ -67,6 +68,7 @@ class Club:
         lists: dict[str, MailingList],
         members: Iterable[Member],
         warnings: Iterable[Advice] = (),
+        directory: Path | None = None,
     ) -> Club:
         members = tuple(members)
         by_address: dict[str, Member] = {}
@@ -74,7 +76,7 @@ class Club:
             by_address[member.key] = member
             for alias in member.aliases:
                 by_address[address_key(alias)] = member
-        return cls(site, lists, members, tuple(warnings), by_address)
+        return cls(site, lists, members, tuple(warnings), by_address, directory)
 
     def member(self, address: str) -> Member | None:
         """The member who owns *address* as their email or one of their aliases."""
@@ -129,7 +131,9 @@ class Store:
             if path.name in _SPECIAL_FILES:
                 continue
             lists[path.stem] = _located(path, functools.partial(_list_from_text, path))
-        return Club.build(site, lists, members, _advice(self.directory, site, lists, members))
+        return Club.build(
+            site, lists, members, _advice(self.directory, site, lists, members), self.directory
+        )
 
     def _members(self, text: str | None = None, stat: os.stat_result | None = None) -> list[Member]:
         """The registry: from the cache when members.toml is the file it was made from, else parsed.

@@ -79,3 +79,12 @@ def parse_toml(path: Path, text: str) -> dict[str, Any]:
                 "(clublist keeps using the last version that parsed)"
             ) from None
         raise ClublistError(f"{path}: {message}") from None
+
+
+def toml_value(value: Any) -> str:
+    """*value* written as in a TOML file (``true``, ``"text"``, ``[300, 900]``), for echoing settings."""
+    import tomlkit
+
+    if isinstance(value, tuple):
+        value = list(value)
+    return tomlkit.item(value).as_string()

@@ -165,6 +165,22 @@ MIGRATIONS: list[tuple[str, str]] = [
         ) WITHOUT ROWID;
         """,
     ),
+    (
+        "moderation by reply",
+        """
+        ALTER TABLE held ADD COLUMN token TEXT;
+        ALTER TABLE held ADD COLUMN notified TEXT NOT NULL DEFAULT '';
+        CREATE UNIQUE INDEX held_token ON held (token);
+        CREATE TABLE owner_changes (
+            id INTEGER PRIMARY KEY,
+            list_name TEXT NOT NULL,
+            address TEXT NOT NULL,
+            name TEXT NOT NULL DEFAULT '',
+            joined INTEGER NOT NULL,
+            created REAL NOT NULL
+        );
+        """,
+    ),
 ]
 
 

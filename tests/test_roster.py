@@ -33,7 +33,9 @@ def club(store: Store) -> Store:
 
 def run(store: Store, *args: str, input: str | None = None, code: int = 0) -> Result:
     state = store.directory.parent / "var" / "clublist.sqlite3"
-    result = CliRunner().invoke(main, ["--dir", str(store.directory), "--state", str(state), *args], input=input)
+    result = CliRunner().invoke(
+        main, ["--dir", str(store.directory), "--state", str(state), *args], input=input
+    )
     assert result.exit_code == code, result.output
     return result
 

@@ -12,6 +12,12 @@ expires.  A sender whose mail is authenticated (From is the sender and its
 domain passed SPF or DKIM in alignment, as for posts) skips it: see
 :func:`needs_confirmation`.
 
+A reply to a hold notice (it names the notice's token in In-Reply-To, References or the
+Subject) is moderation: its first command line, "approve", "reject REASON" or "discard",
+runs ``held approve|reject|discard`` on that post.  The token went only to the list's
+owners, so, like a confirmation token, it counts only from an address the notice was sent
+to, and only while that address still owns the list: that reply is the round trip.
+
 The bot answers each message once, from bot@ with ``Auto-Submitted:
 auto-replied`` (RFC 3834), and never answers automatic mail, so it cannot
 loop with an auto-responder.
@@ -44,6 +50,7 @@ from clublist.cli.app import AUDIENCES, App
 from clublist.club.model import address_key
 from clublist.club.store import Club
 from clublist.errors import ClublistError
+from clublist.mail import moderation
 from clublist.mail.handler import CommitJob, Target
 from clublist.outbound import reports
 from clublist.state import queue
@@ -55,6 +62,7 @@ MAX_ERRORS = 3
 MAX_TEXT = 64 * 1024
 REPLIES_PER_HOUR = 10
 CONFIRM_SECONDS = 3 * 24 * 3600
+_MODERATION_VERBS = ("approve", "reject", "discard")
 _STOP_WORDS = {"end", "thanks", "thank you", "--", "-- "}
 _AUTOMATIC_LOCAL_PARTS = ("mailer-daemon", "postmaster", "noreply", "no-reply", "bounces", "listserv")
 
@@ -111,9 +119,11 @@ class BotProcessor:
 
         if not sender:
             return replies.NULL_SENDER_NOT_ALLOWED
-        if club.member(sender) is None and address_key(sender) != address_key(club.site.site.admin):
-            return replies.NOT_A_MEMBER.format(sender=sender, list=target.address)
-        return None
+        if club.member(sender) is not None or address_key(sender) == address_key(club.site.site.admin):
+            return None
+        if any(ml.is_owner(sender) for ml in club.lists.values()):
+            return None  # owners need not be members, and answer hold notices
+        return replies.NOT_A_MEMBER.format(sender=sender, list=target.address)
 
     async def process(
         self, club: Club, target: Target, sender: str, raw: bytes, now: float, *, authenticated: bool
@@ -142,6 +152,14 @@ class BotProcessor:
         talk.authenticated = authenticated
         implied = target.mailing_list.name if target.mailing_list else None
         actor = Actor.for_sender(club, sender)
+        token = moderation.token_in_reply(
+            str(message.get("In-Reply-To", "")),
+            str(message.get("References", "")),
+            str(message.get("Subject", "")),
+        )
+        if token is not None:
+            await self._moderate(club, actor, token, lines, talk)
+            lines = []
         for line in lines:
             await self._handle(club, actor, implied, line, talk, now)
             if sum(not r.understood for r in talk.results) >= MAX_ERRORS:
@@ -152,7 +170,7 @@ class BotProcessor:
             # auto-responder, most likely.  Silence ends any loop.
             log.info("bot: no reply to %s: no commands, and answered within the hour", sender)
             return lambda conn: "ignored (no commands)"
-        if not lines:
+        if not lines and not talk.results:
             talk.results.append(
                 Result(
                     "", "No commands found.  Send 'help' for the list of commands.", False, understood=False
@@ -196,6 +214,51 @@ class BotProcessor:
                 Result(line, f"To do this, reply with this line within 3 days:\n\n    confirm {token}")
             )
             return
+        talk.results.append(await asyncio.to_thread(self._run, argv, actor, line))
+
+    async def _moderate(
+        self, club: Club, actor: Actor, token: str, lines: list[str], talk: Conversation
+    ) -> None:
+        """An owner's answer to a hold notice: approve, reject REASON or discard that post.
+
+        The first line that starts with one of those words counts (the Subject, "Re: Held
+        for ...", is not one); the rest of the reply is the quoted notice and greetings.
+        """
+        line = next(
+            (x for x in lines if x.split()[0].lower() in _MODERATION_VERBS), lines[0] if lines else ""
+        )
+        try:
+            words = shlex.split(line)
+        except ValueError:
+            words = line.split()
+        verb = words[0].lower() if words else ""
+        if verb not in _MODERATION_VERBS:
+            text = "Answer a hold notice with approve, reject REASON or discard on the first line."
+            talk.results.append(Result(line, text, False))
+            return
+        found = await self.writer_run(lambda conn: moderation.held_by_token(conn, token))
+        if found is None:
+            talk.results.append(
+                Result(line, "That post is no longer held: it was decided or expired.", False)
+            )
+            return
+        mailing_list = club.lists.get(found.post.list_name)
+        if (
+            address_key(talk.sender) not in found.notified
+            or mailing_list is None
+            or not actor.may_manage(mailing_list)
+        ):
+            log.warning(
+                "bot: %s answered the hold notice of post %d, which was not sent to them",
+                talk.sender,
+                found.post.id,
+            )
+            text = "Only the list's owners, from the address the hold notice went to, decide on it."
+            talk.results.append(Result(line, text + "  Nothing was done.", False))
+            return
+        argv = ["held", verb, str(found.post.id)]
+        if verb == "reject" and len(words) > 1:
+            argv += ["--reason", " ".join(words[1:])]
         talk.results.append(await asyncio.to_thread(self._run, argv, actor, line))
 
     async def _confirm(

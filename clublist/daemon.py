@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from clublist.actions.cron import periodic_work
 from clublist.bounces import processor as bounces
 from clublist.club.model import Site, inbound_size_limit
 from clublist.club.store import Club, Store
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 WATCH_INTERVAL = 1.0
+PERIODIC_INTERVAL = 60.0  # seconds between rounds of held-post expiry and owner summaries
 SHUTDOWN_TIMEOUT = 30.0
 PURGE_AFTER = 30 * 24 * 3600
 
@@ -156,7 +158,7 @@ class Daemon:
             self.on_ready(self)
 
     async def main_loop(self) -> None:
-        last_purge = 0.0
+        last_purge = last_periodic = 0.0
         while not self.should_exit.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.should_exit.wait(), WATCH_INTERVAL)
@@ -174,6 +176,21 @@ class Daemon:
                     if not state.is_transient(exc):
                         raise
                     log.warning("state database: %s; old queue entries are purged next hour", exc)
+            if self.clock() - last_periodic > PERIODIC_INTERVAL:
+                last_periodic = self.clock()
+                await self._periodic_work()
+
+    async def _periodic_work(self) -> None:
+        """Expire old held posts and send daily owner summaries (``clublist remind`` does too)."""
+        club, now = self.club, self.clock()
+        try:
+            expired, summaries = await self.writer.run(lambda c: periodic_work(c, club, now))
+        except Exception:  # a bad template, a full disk: log it, the next round tries again
+            log.exception("periodic work failed")
+            return
+        if expired or summaries:
+            log.info("expired %d held posts, queued %d owner summaries", expired, summaries)
+            self.worker.wake()
 
     async def shutdown(self) -> None:
         log.info("shutting down: no new connections; finishing what is in flight")

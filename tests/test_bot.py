@@ -42,16 +42,25 @@ class Bot:
 
     def __init__(self, daemon: DaemonProcess, sink: RemoteMTA, cli: Runner) -> None:
         self.daemon, self.sink, self.cli = daemon, sink, cli
+        self.sent = 0
 
     def mail(
         self, sender: str, body: str, subject: str = "commands", to: str = "bot@myclub.org", headers: str = ""
     ) -> Transaction:
-        seen = len(self.sink.transactions)
-        message = f"From: {sender}\r\nTo: {to}\r\nSubject: {subject}\r\nMessage-ID: <m{seen}@example.org>\r\n"
+        """Mail the bot and return its reply (notices the commands queued arrive beside it)."""
+        message_id = f"<m{self.sent}@example.org>"
+        self.sent += 1
+        message = f"From: {sender}\r\nTo: {to}\r\nSubject: {subject}\r\nMessage-ID: {message_id}\r\n"
         with smtplib.SMTP("127.0.0.1", self.daemon.port, timeout=30) as client:
             client.sendmail(sender, [to], (message + headers + "\r\n" + body).encode())
-        assert self.sink.wait_for(lambda s: len(s.transactions) > seen), "no reply"
-        return self.sink.transactions[seen]
+
+        def reply(sink: RemoteMTA) -> Transaction | None:
+            return next((t for t in sink.transactions if t.message["In-Reply-To"] == message_id), None)
+
+        assert self.sink.wait_for(lambda s: reply(s) is not None), "no reply"
+        found = reply(self.sink)
+        assert found is not None
+        return found
 
     def member(self, address: str) -> dict[str, object]:
         return json.loads(self.cli("member", "show", address, "--json").stdout)
@@ -108,6 +117,15 @@ def test_subscribe_needs_confirmation_from_the_same_address(bot: Bot) -> None:
     assert bot.member("anna@example.org")["lists"] == ["youth", "trainer"]
     again = reply_text(bot.mail("anna@example.org", f"confirm {token}\r\n"))
     assert "already used" in again
+    # The join sent one welcome to anna and told the list's owner, through the daemon's queue.
+    assert bot.sink.wait_for(lambda s: len(s.transactions) >= 6)
+    notices = [
+        (t.rcpt_tos, t.message["Subject"]) for t in bot.sink.transactions if not t.message["In-Reply-To"]
+    ]
+    assert sorted(notices) == [
+        (["anna@example.org"], "Welcome to Trainer"),
+        (["tom@example.org"], "anna@example.org joined trainer"),
+    ]
 
 
 def test_unsubscribe_and_leave_via_request_address(bot: Bot) -> None:

@@ -15,6 +15,7 @@ from clublist.club.model import (
     PostingSection,
     Site,
     SiteSection,
+    replace,
     site_advice,
 )
 from clublist.club.store import Club
@@ -30,6 +31,7 @@ from clublist.mail.rules import (
     envelope_refusal,
     evaluate,
     may_post,
+    rcpt_refusal,
     refusal_reply,
 )
 
@@ -378,6 +380,7 @@ def test_rules_run_in_the_documented_order() -> None:
         "member",
         "authentication",
         "daily_limit",
+        "moderated_member",
         "moderation",
     ]
     assert all(rule.description and "\n" not in rule.description for rule in RULES)
@@ -521,3 +524,32 @@ def test_a_wrapped_envelope_of_a_member_may_post(club: Club) -> None:
     assert envelope_refusal(club, YOUTH, "prvs=1234abcd=anna@gmail.com") is None
     assert envelope_refusal(club, YOUTH, "SRS0=x=y=gmail.com=anna@fwd.example") is None
     assert envelope_refusal(club, YOUTH, "prvs=1234abcd=spammer@example.net") is not None
+
+
+def test_a_moderated_member_is_held_and_an_owner_is_not() -> None:
+    moderated = Member("mo@example.org", name="Mo", lists=("youth",), moderated=True)
+    club = Club.build(make_club().site, make_club().lists, [ANNA, moderated])
+    verdict = check("moderated_member", post(club, message("Mo <mo@example.org>"), sender="mo@example.org"))
+    assert verdict is not None and verdict.action == "hold"
+    assert "mo@example.org is moderated" in verdict.reason
+    assert check("moderated_member", post(club)) is None
+    owner = Member("coach@myclub.org", lists=("trainer",), moderated=True)
+    club = Club.build(club.site, club.lists, [owner])
+    sender = "coach@myclub.org"
+    the_post = post(club, message(f"Coach <{sender}>"), sender=sender, mailing_list=TRAINER)
+    assert check("moderated_member", the_post) is None
+
+
+def test_nonmember_hold_takes_strangers_in_at_rcpt_and_holds_them() -> None:
+    held = make_club(nonmember="hold")
+    assert refusal_reply(held, YOUTH, STRANGER) is not None
+    assert rcpt_refusal(held, YOUTH, STRANGER) is None
+    assert rcpt_refusal(held, YOUTH, "") is not None
+    assert rcpt_refusal(make_club(), YOUTH, STRANGER) is not None
+    verdict = check("member", post(held, message(f"S <{STRANGER}>"), sender=STRANGER))
+    assert verdict is not None and verdict.action == "hold" and "nonmember = hold" in verdict.reason
+    # A list's own setting overrides the site's.
+    refusing = replace(YOUTH, nonmember="refuse")
+    assert rcpt_refusal(held, refusing, STRANGER) is not None
+    holding = replace(YOUTH, nonmember="hold")
+    assert rcpt_refusal(make_club(), holding, STRANGER) is None

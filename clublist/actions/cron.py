@@ -76,6 +76,8 @@ class RunResult:
     dry_run: bool = False
     queued: list[Firing] = field(default_factory=list)
     skipped: list[Firing] = field(default_factory=list)
+    expired_held: int = 0  # held posts past moderation.expire_days, dropped (authors told)
+    owner_summaries: int = 0  # daily membership summaries mailed to list owners
 
 
 def run_due(
@@ -114,12 +116,23 @@ def run_due(
             for when in _all_occurrences(reminder.schedule, tz, max(lower, late_limit), now_utc):
                 _fire(conn, club, reminder, when, now_utc, result)
         if not dry_run:
+            result.expired_held, result.owner_summaries = periodic_work(conn, club, now_utc.timestamp())
             conn.execute(
                 "INSERT INTO reminder_cursor (id, last_run) VALUES (1, ?)"
                 " ON CONFLICT (id) DO UPDATE SET last_run = MAX(last_run, excluded.last_run)",
                 (now_utc.timestamp(),),
             )
     return result
+
+
+def periodic_work(conn: sqlite3.Connection, club: Club, now: float) -> tuple[int, int]:
+    """What falls due with time besides reminders, in the caller's transaction: held posts
+    expire, daily owner summaries go out.  The daemon runs it too, so neither waits for cron.
+    Returns (held posts expired, summaries queued)."""
+    from clublist.mail.moderation import expire_held
+    from clublist.outbound.membership import send_owner_summaries
+
+    return expire_held(conn, club, now), send_owner_summaries(conn, club, now)
 
 
 @contextlib.contextmanager

@@ -1,8 +1,9 @@
-"""Held-post actions: list, read, approve and reject posts held for moderation.
+"""Held-post actions: list, read, approve, reject and discard posts held for moderation.
 
 Rights: a list's owners moderate its posts, the administrator every list's.  Approving
 sends the post on through decoration and the queue as if it had just arrived
-(:func:`clublist.mail.enqueue.enqueue_post`); rejecting tells the author why.
+(:func:`clublist.mail.enqueue.enqueue_post`); rejecting tells the author why; discarding
+tells nobody.  An owner's reply to a hold notice runs these through the bot.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import asyncio
 import email
 import email.policy
 import sqlite3
+from collections.abc import Sequence
 from email.message import EmailMessage
+from typing import Literal
 
 from clublist.actions import Actor, Done
 from clublist.club.store import Club
@@ -19,7 +22,8 @@ from clublist.errors import ClublistError, PermissionDenied
 from clublist.mail import decorate
 from clublist.mail import enqueue as posting
 from clublist.mail.enqueue import DmarcLookup
-from clublist.mail.moderation import HeldPost, notify
+from clublist.mail.moderation import HeldPost
+from clublist.outbound.notices import queue_template
 from clublist.state.db import transaction
 
 
@@ -92,16 +96,61 @@ def held_approve(
 def held_reject(
     conn: sqlite3.Connection, club: Club, actor: Actor, held_id: int, *, reason: str, now: float
 ) -> Done:
-    """Drop a held post and tell its author why."""
+    """Drop a held post and tell its author why (template ``rejected``)."""
     post, _content = _require(conn, club, actor, held_id)
     author = post.author or post.sender
     with transaction(conn):
         if not conn.execute("DELETE FROM held WHERE id = ?", (held_id,)).rowcount:
             raise ClublistError(f"held post {held_id} was approved or rejected meanwhile")
         if author:
-            text = (
-                f'Your post to {post.list_name}@{club.site.domain}, "{post.subject}", was not accepted '
-                f"by the list's owners.\n\nReason: {reason or 'none given'}\n"
-            )
-            notify(conn, club, [author], f"Not posted: {post.subject}", text, now)
+            variables = {"subject": post.subject, "reason": reason or "-"}
+            mailing_list = club.lists.get(post.list_name)
+            queue_template(conn, club, mailing_list, "rejected", [author], variables, now)
     return Done(f"rejected held post {held_id}" + (f"; told {author}" if author else ""))
+
+
+def held_discard(conn: sqlite3.Connection, club: Club, actor: Actor, held_id: int) -> Done:
+    """Drop a held post without telling anyone (spam, a duplicate)."""
+    _require(conn, club, actor, held_id)
+    with transaction(conn):
+        if not conn.execute("DELETE FROM held WHERE id = ?", (held_id,)).rowcount:
+            raise ClublistError(f"held post {held_id} was approved or rejected meanwhile")
+    return Done(f"discarded held post {held_id}")
+
+
+Decision = Literal["approve", "reject", "discard"]
+
+
+def held_decide(
+    conn: sqlite3.Connection,
+    club: Club,
+    actor: Actor,
+    held_ids: Sequence[int],
+    decision: Decision,
+    *,
+    every: bool = False,
+    reason: str = "",
+    resolver: DmarcLookup | None = None,
+    now: float,
+) -> list[Done]:
+    """Approve, reject or discard several held posts (*every*: all the asker may moderate).
+
+    Each post is decided on its own, so one that another owner decided meanwhile does not
+    stop the others; every ID is checked (it exists, the asker may moderate it) before any
+    is decided.
+    """
+    if every == bool(held_ids):
+        raise ClublistError("name the held posts' IDs, or --all (see 'clublist held ls')")
+    ids = [p.id for p in held_ls(conn, club, actor)] if every else list(dict.fromkeys(held_ids))
+    for held_id in ids:
+        _require(conn, club, actor, held_id)
+    out = []
+    for held_id in ids:
+        if decision == "approve":
+            assert resolver is not None
+            out.append(held_approve(conn, club, actor, held_id, resolver=resolver, now=now))
+        elif decision == "reject":
+            out.append(held_reject(conn, club, actor, held_id, reason=reason, now=now))
+        else:
+            out.append(held_discard(conn, club, actor, held_id))
+    return out

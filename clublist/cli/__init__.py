@@ -42,7 +42,9 @@ COMMANDS = {
     "queue": Lazy(
         "clublist.cli.queue:queue_group", "Show, retry, drop and flush outbound mail waiting for delivery."
     ),
-    "held": Lazy("clublist.cli.held:held", "List, read, approve and reject posts held for moderation."),
+    "held": Lazy(
+        "clublist.cli.held:held", "List, read, approve, reject and discard posts held for moderation."
+    ),
     "bounces": Lazy("clublist.cli.bounces:bounces", "See and reset bounce scores."),
     "remind": Lazy(
         "clublist.cli.remind:remind",

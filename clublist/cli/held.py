@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 import click
 
@@ -15,7 +16,7 @@ from clublist.state import db as state
 
 @click.group()
 def held() -> None:
-    """List, read, approve and reject posts held for moderation.
+    """List, read, approve, reject and discard posts held for moderation.
 
     Example: clublist held approve 12
     """
@@ -66,39 +67,66 @@ def show(app: App, held_id: int, as_json: bool) -> None:
         app.stream.write("\n" + text + ("" if text.endswith("\n") else "\n"))
 
 
+ids_argument = click.argument("held_ids", nargs=-1, type=int, metavar="ID...")
+all_option = click.option("--all", "every", is_flag=True, help="Every held post you may moderate.")
+
+
 @by_mail("owner")
 @held.command("approve")
-@click.argument("held_id", type=int, metavar="ID")
+@ids_argument
+@all_option
 @pass_app
-def approve(app: App, held_id: int) -> None:
-    """Send a held post on to its list.
+def approve(app: App, held_ids: tuple[int, ...], every: bool) -> None:
+    """Send held posts on to their lists.
 
-    Example: clublist held approve 12
+    Example: clublist held approve 12 13
     """
     from clublist.dns import resolver_for
 
-    club = app.store.load()
-    conn = state.connect(app.state_path)
-    resolver = resolver_for(club.site)
-    result = actions.held_approve(conn, club, app.actor, held_id, resolver=resolver, now=time.time())
-    render.done(app, result)
-    _wake_daemon(app)
+    _decide(app, held_ids, every, "approve", resolver=resolver_for(app.store.load_site()))
 
 
 @by_mail("owner")
 @held.command("reject")
-@click.argument("held_id", type=int, metavar="ID")
-@click.option("--reason", default="", help="Told to the author.")
+@ids_argument
+@all_option
+@click.option("--reason", default="", help="Told to the authors.")
 @pass_app
-def reject(app: App, held_id: int, reason: str) -> None:
-    """Drop a held post and tell its author why.
+def reject(app: App, held_ids: tuple[int, ...], every: bool, reason: str) -> None:
+    """Drop held posts and tell their authors why.
 
     Example: clublist held reject 12 --reason "off topic"
     """
+    _decide(app, held_ids, every, "reject", reason=reason)
+
+
+@by_mail("owner")
+@held.command("discard")
+@ids_argument
+@all_option
+@pass_app
+def discard(app: App, held_ids: tuple[int, ...], every: bool) -> None:
+    """Drop held posts without telling anyone (spam, duplicates).
+
+    Example: clublist held discard --all
+    """
+    _decide(app, held_ids, every, "discard")
+
+
+def _decide(
+    app: App, held_ids: tuple[int, ...], every: bool, decision: actions.Decision, **kwargs: Any
+) -> None:
+    club = app.store.load()
     conn = state.connect(app.state_path)
-    result = actions.held_reject(conn, app.store.load(), app.actor, held_id, reason=reason, now=time.time())
-    render.done(app, result)
-    _wake_daemon(app)
+    try:
+        results = actions.held_decide(
+            conn, club, app.actor, held_ids, decision, every=every, now=time.time(), **kwargs
+        )
+    finally:
+        conn.close()
+    app.stream.write("".join(f"{r.message}\n" for r in results) or "no held posts\n")
+    if decision != "discard":
+        _wake_daemon(app)
 
 
 def _wake_daemon(app: App) -> None:
@@ -106,5 +134,5 @@ def _wake_daemon(app: App) -> None:
     state.DaemonLock(app.state_path).wake()
 
 
-def _iso(stamp: float) -> str:
-    return datetime.fromtimestamp(stamp, UTC).isoformat(timespec="seconds")
+def _iso(stamp: float) -> datetime:
+    return datetime.fromtimestamp(int(stamp), UTC)

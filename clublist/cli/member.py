@@ -43,7 +43,8 @@ def member() -> None:
 
 
 def _row(m: model.Member) -> dict[str, Any]:
-    return render.to_plain(m)  # type: ignore[no-any-return]
+    row: dict[str, Any] = render.to_plain(m)
+    return row
 
 
 @by_mail("owner")

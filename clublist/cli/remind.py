@@ -104,6 +104,10 @@ def _print_run(app: App, result: RunResult) -> None:
         )
     for firing in result.skipped:
         app.stream.write(f"{skip} {_describe(firing)}: {firing.reason}\n")
+    if result.expired_held:
+        app.stream.write(f"expired {result.expired_held} held posts (moderation.expire_days)\n")
+    if result.owner_summaries:
+        app.stream.write(f"queued {result.owner_summaries} daily summaries to list owners\n")
     if result.dry_run and not (result.queued or result.skipped):
         app.stream.write(f"nothing is due (it is {result.now:{_TIME_FORMAT}})\n")
 

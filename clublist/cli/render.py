@@ -1,5 +1,8 @@
 """The only printer: rich tables on a terminal, plain aligned text in a pipe, JSON on request.
 
+Moments are datetimes in UTC: JSON prints them as ISO 8601 in UTC, tables and fields in
+the site's time zone with the offset (``2026-12-01 18:00:00 +0100``).
+
 rich is imported only when a table goes to a terminal, so scripts and the
 bot never pay for it.
 """
@@ -29,11 +32,12 @@ def to_plain(value: Any) -> Any:
     return value
 
 
-def iso(timestamp: float | None) -> str | None:
-    """A stored Unix time as ISO 8601 in UTC, to the second."""
+def iso(timestamp: float | None) -> datetime | None:
+    """A stored Unix time as a UTC moment, to the second: JSON prints it as ISO 8601 in UTC,
+    tables and fields in the site's time zone."""
     if timestamp is None:
         return None
-    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds")
+    return datetime.fromtimestamp(int(timestamp), UTC)
 
 
 def span(seconds: float) -> str:
@@ -49,6 +53,17 @@ def json_out(app: App, value: Any) -> None:
     app.stream.write(json.dumps(to_plain(value), indent=2, ensure_ascii=False) + "\n")
 
 
+def local_time(app: App, value: datetime) -> str:
+    """A moment as people read it: in the site's time zone, with its offset (JSON keeps UTC)."""
+    from zoneinfo import ZoneInfo
+
+    try:
+        zone = ZoneInfo(app.store.load_site().site.timezone)
+    except Exception:  # no readable club.toml: show UTC rather than nothing
+        zone = ZoneInfo("UTC")
+    return value.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S %z")
+
+
 def table(
     app: App,
     rows: Sequence[dict[str, Any]],
@@ -58,7 +73,7 @@ def table(
     empty: str = "nothing to show",
 ) -> None:
     """Print *rows* (dicts of plain values) under *columns*."""
-    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
+    cells = [[_cell(_shown(app, row.get(c))) for c in columns] for row in rows]
     if not rows:
         app.stream.write(f"{empty}\n")
         return
@@ -83,7 +98,7 @@ def fields(app: App, record: dict[str, Any]) -> None:
     """One record as ``key: value`` lines."""
     width = max((len(k) for k in record), default=0)
     for key, value in record.items():
-        app.stream.write(f"{key.ljust(width)}  {_cell(value)}\n")
+        app.stream.write(f"{key.ljust(width)}  {_cell(_shown(app, value))}\n")
 
 
 def done(app: App, result: Done, as_json: bool = False) -> None:
@@ -91,6 +106,10 @@ def done(app: App, result: Done, as_json: bool = False) -> None:
         json_out(app, {"ok": True, "message": result.message, "record": result.record})
     else:
         app.stream.write(result.message + "\n")
+
+
+def _shown(app: App, value: Any) -> Any:
+    return local_time(app, value) if isinstance(value, datetime) else value
 
 
 def _cell(value: Any) -> str:

@@ -45,10 +45,10 @@ def status(app: App, as_json: bool) -> None:
             },
         )
         return
-    render.fields(app, _human(found, now))
+    render.fields(app, _human(app, found, now))
 
 
-def _human(found: ClubStatus, now: float) -> dict[str, Any]:
+def _human(app: App, found: ClubStatus, now: float) -> dict[str, Any]:
     directory = str(found.directory)
     if not found.directory_exists:
         directory += " (missing: run 'clublist init')"
@@ -62,6 +62,14 @@ def _human(found: ClubStatus, now: float) -> dict[str, Any]:
         "state": state_path,
         "daemon": daemon,
         "queue": ", ".join(f"{n} {s}" for s, n in found.counts.items()),
-        "oldest waiting": "none" if oldest is None else f"{render.span(now - oldest)} ({render.iso(oldest)})",
+        "oldest waiting": "none"
+        if oldest is None
+        else f"{render.span(now - oldest)} ({_local(app, oldest)})",
         "held posts": found.held,
     }
+
+
+def _local(app: App, stamp: float) -> str:
+    moment = render.iso(stamp)
+    assert moment is not None
+    return render.local_time(app, moment)

@@ -437,7 +437,7 @@ class InboundHandler:
         if not sender:
             return replies.NULL_SENDER_NOT_ALLOWED
         assert target.mailing_list is not None
-        return rules.envelope_refusal(club, target.mailing_list, sender)
+        return rules.rcpt_refusal(club, target.mailing_list, sender)
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         self.in_progress += 1

@@ -144,6 +144,23 @@ def envelope_address(envelope_sender: str) -> str:
     return envelope_sender
 
 
+def rcpt_refusal(club: Club, mailing_list: MailingList, address: str) -> str | None:
+    """The refusal to give at RCPT: none where the list holds outsiders' posts for its owners.
+
+    With ``nonmember = "hold"`` the post of someone the policy does not allow is taken in
+    and held at DATA (:func:`check_member`); the "owners" policy and the null sender are
+    refused all the same, and so is mail to addresses that are no list.
+    """
+    reply = envelope_refusal(club, mailing_list, address)
+    if reply is None or not _holds_outsiders(club, mailing_list) or not address:
+        return reply
+    return None
+
+
+def _holds_outsiders(club: Club, mailing_list: MailingList) -> bool:
+    return mailing_list.posting != "owners" and mailing_list.nonmember_policy(club.site) == "hold"
+
+
 def is_privileged(club: Club, mailing_list: MailingList, address: str) -> bool:
     """The site administrator, an admin member or one of the list's owners, by any of their addresses."""
     if not address:
@@ -209,7 +226,12 @@ def check_member(post: Post) -> Verdict | None:
     reply = refusal_reply(post.club, post.mailing_list, author.addr_spec)
     if reply is None:
         reply = envelope_refusal(post.club, post.mailing_list, post.envelope_sender)
-    return None if reply is None else _reject("member", reply)
+    if reply is None:
+        return None
+    if _holds_outsiders(post.club, post.mailing_list):
+        reason = f"{_reason(reply)}: held for the list's owners (nonmember = hold)"
+        return Verdict("hold", "member", reason, HELD)
+    return _reject("member", reply)
 
 
 def envelope_refusal(club: Club, mailing_list: MailingList, envelope_sender: str) -> str | None:
@@ -268,6 +290,17 @@ def daily_limit(club: Club, author: Member | None) -> int:
     return club.site.posting.daily_limit if own_limit is None else own_limit
 
 
+def check_moderated_member(post: Post) -> Verdict | None:
+    """A member marked ``moderated`` (``member set --moderated``) posts through the owners."""
+    author = post.author
+    if author is None or not author.moderated:
+        return None
+    if is_privileged(post.club, post.mailing_list, _poster(post)):
+        return None
+    reason = f"{author.email} is moderated: the post waits for an owner's approval"
+    return Verdict("hold", "moderated_member", reason, HELD)
+
+
 def check_moderation(post: Post) -> Verdict | None:
     """On a moderated list, posts wait for an owner; owners' and admins' own posts do not."""
     if post.mailing_list.posting != "moderated":
@@ -290,6 +323,7 @@ RULES: tuple[Rule, ...] = (
         check_authentication,
     ),
     Rule("daily_limit", "refuse posts beyond the author's daily limit", check_daily_limit),
+    Rule("moderated_member", "hold posts of members marked moderated", check_moderated_member),
     Rule("moderation", "hold posts to moderated lists for the owners", check_moderation),
 )
 

@@ -34,8 +34,9 @@ def changes_between(before: Member | None, after: Member | None) -> list[Change]
     """The joins and leaves that turn *before* into *after* (None: not in the registry)."""
     old = set(before.lists) if before else set()
     new = set(after.lists) if after else set()
-    out = [Change(after, n, True) for n in (after.lists if after else ()) if n not in old]
-    out += [Change(before, n, False) for n in (before.lists if before else ()) if n not in new]
+    out = [Change(after, n, True) for n in after.lists if n not in old] if after else []
+    if before is not None:
+        out += [Change(before, n, False) for n in before.lists if n not in new]
     return out
 
 

@@ -12,7 +12,7 @@ from daemon import DaemonProcess
 from mta import RemoteMTA, Transaction
 
 from clublist.actions import Actor
-from clublist.actions.config import init_club
+from clublist.actions.config import config_set, init_club
 from clublist.actions.cron import run_due
 from clublist.actions.lists import list_create
 from clublist.actions.members import MemberChanges, member_add, member_set
@@ -64,6 +64,8 @@ def club(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Club]:
     init_club(directory, "myclub.org", "admin@myclub.org", "My Club", "Europe/Berlin")
     store = Store(directory)
     admin = Actor.shell()
+    # The test's mail comes from loopback: count it as authenticated (conftest's club does the same).
+    config_set(store, admin, "listen.trusted_networks", ["127.0.0.0/8", "::1"])
     list_create(store, admin, "youth", prefix="[Youth]", owners=["tom@example.org"])
     for email, name in [("anna@example.org", "Anna"), ("ben@example.org", "Ben"), ("mal@example.org", "Mal")]:
         member_add(store, admin, email, name, ("youth",))

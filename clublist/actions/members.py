@@ -204,7 +204,7 @@ class Removal:
 def member_remove(
     store: Store,
     actor: Actor,
-    addresses: Sequence[str],
+    addresses: Sequence[str] | str,
     *,
     list_name: str | None = None,
     dry_run: bool = False,
@@ -216,6 +216,8 @@ def member_remove(
     the whole removal.  A list's owners may take people off their list; removing people
     from the club is the administrator's.
     """
+    if isinstance(addresses, str):
+        addresses = [addresses]
     if list_name is None:
         require_admin(actor, "remove members from the club")
     if not addresses:

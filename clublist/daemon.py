@@ -185,8 +185,10 @@ class Daemon:
         club, now = self.club, self.clock()
         try:
             expired, summaries = await self.writer.run(lambda c: periodic_work(c, club, now))
-        except Exception:  # a bad template, a full disk: log it, the next round tries again
-            log.exception("periodic work failed")
+        except Exception as exc:  # a locked database, a full disk, a broken template: try next round
+            if not (state.is_transient(exc) or isinstance(exc, ClublistError)):
+                raise
+            log.warning("held-post expiry and owner summaries put off: %s", exc)
             return
         if expired or summaries:
             log.info("expired %d held posts, queued %d owner summaries", expired, summaries)

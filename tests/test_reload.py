@@ -54,7 +54,7 @@ def test_the_next_post_follows_member_remove_and_add_at_once(club_dir: Path, tmp
         assert result.exit_code == 0, result.output
 
     with RemoteMTA() as sink, DaemonProcess(club_dir, state, smarthost=f"127.0.0.1:{sink.port}") as daemon:
-        clublist("member", "remove", "xavier@example.org")
+        clublist("member", "remove", "xavier@example.org", "--yes")
         post(daemon, "after-remove")
         clublist("member", "add", "yvonne@example.org", "--list", "youth")
         post(daemon, "after-add")

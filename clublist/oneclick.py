@@ -39,6 +39,7 @@ _TOKEN = re.compile(r"[a-z0-9][a-z0-9._-]*\.[0-9a-f]{32}")
 _MAX_HEADER_LINES = 100
 _MAX_BODY = 64 * 1024
 _TIMEOUT = 15.0
+_MAX_CONNECTIONS = 100
 
 
 class OneClickServer:
@@ -64,6 +65,7 @@ class OneClickServer:
         self._tokens: dict[str, tuple[str, str]] = {}
         self._tokens_of: Club | None = None
         self._server: asyncio.Server | None = None
+        self._open = 0
 
     async def start(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> int:
         self._server = await asyncio.start_server(self._serve, host, port, ssl=tls)
@@ -90,8 +92,19 @@ class OneClickServer:
         return self._tokens.get(token)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._open >= _MAX_CONNECTIONS:  # a flood of idle connections must not pile up
+            writer.close()
+            return
+        self._open += 1
         try:
-            status, page = await asyncio.wait_for(self._answer(reader), _TIMEOUT)
+            await self._respond(reader, writer)
+        finally:
+            self._open -= 1
+
+    async def _respond(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head_only = False
+        try:
+            status, page, head_only = await asyncio.wait_for(self._answer(reader), _TIMEOUT)
         except (TimeoutError, ConnectionError, asyncio.IncompleteReadError, ValueError):
             status, page = "400 Bad Request", _page("Bad request", "This request could not be read.")
         except Exception:
@@ -103,12 +116,13 @@ class OneClickServer:
             f"Content-Length: {len(body)}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n"
         )
         with contextlib.suppress(Exception):
-            writer.write(head.encode() + body)
+            writer.write(head.encode() + (b"" if head_only else body))
             await writer.drain()
             writer.close()
             await writer.wait_closed()
 
-    async def _answer(self, reader: asyncio.StreamReader) -> tuple[str, str]:
+    async def _answer(self, reader: asyncio.StreamReader) -> tuple[str, str, bool]:
+        """The status and page for one request, and whether it was HEAD (headers only)."""
         request = _REQUEST_LINE.fullmatch(await reader.readline())
         if request is None:
             raise ValueError("not an HTTP request")
@@ -126,6 +140,10 @@ class OneClickServer:
             raise ValueError("body too large")
         await reader.readexactly(length)  # List-Unsubscribe=One-Click: nothing in it decides anything
         method, path = request[1].decode(), request[2].decode("ascii", "replace")
+        status, page = await self._page_for(method, path)
+        return status, page, method == "HEAD"
+
+    async def _page_for(self, method: str, path: str) -> tuple[str, str]:
         token = path.split("?", 1)[0].rstrip("/").rpartition("/")[2]
         found = self.member_for(token) if _TOKEN.fullmatch(token) else None
         if found is None:

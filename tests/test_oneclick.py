@@ -142,6 +142,7 @@ def test_get_shows_a_button_and_unsubscribes_nobody(
 ) -> None:
     status, page = request(http_port, "GET", link(copies["youth", "ben"]))
     assert status == 200 and '<form method="post">' in page
+    assert request(http_port, "HEAD", link(copies["youth", "ben"])) == (200, "")
     assert lists_of(club, "ben@example.org") == {"youth"}
 
 

@@ -12,6 +12,7 @@ import functools
 import json
 import re
 import smtplib
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -22,6 +23,7 @@ import dns.exception
 import dns.resolver
 import pytest
 from click.testing import CliRunner
+from conftest import CLUBLIST
 from daemon import DaemonProcess
 from dnsserver import DNSServer
 from mta import Behaviour, RemoteMTA, Transaction
@@ -357,3 +359,17 @@ def test_the_seal_continues_an_incoming_chain_with_its_validation(tmp_path: Path
         cv, _sets, reason = dkim.arc_verify(copy.content, dnsfunc=dns_lookup(dns))
         # A chain sealed with cv=fail is ended: dkimpy reports it as terminated (None), never pass.
         assert cv == (b"pass" if chain == "pass" else None), reason
+
+
+def test_run_refuses_to_start_when_the_selector_has_no_key(tmp_path: Path) -> None:
+    directory, state = tmp_path / "lists.d", tmp_path / "var" / "clublist.sqlite3"
+    init_club(directory, "myclub.org", "admin@myclub.org", "My Club", "Europe/Berlin")
+    clublist(directory, state, "config", "set", "dkim.selector", "gone")
+    result = subprocess.run(
+        [CLUBLIST, "--dir", str(directory), "--state", str(state), "run", "--listen", "127.0.0.1:0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "clublist dkim keygen --selector gone" in result.stderr  # never sends unsigned by surprise

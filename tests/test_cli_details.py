@@ -62,6 +62,8 @@ def test_set_echoes_toml_and_takes_values_starting_with_a_dash(club_dir: Path) -
     assert run(club_dir, "config", "set", "retry.schedule", "300,900") == "retry.schedule = [300, 900]\n"
     assert run(club_dir, "config", "set", "tls.require", "true") == "tls.require = true\n"
     assert run(club_dir, "config", "set", "site.name", "-Club-") == 'site.name = "-Club-"\n'
+    run(club_dir, "member", "add", "x@example.org", "--name", "-X-", "--quiet")
+    assert Store(club_dir).load().members[0].name == "-X-"
 
 
 def test_times_in_the_site_zone_and_json_in_utc(store: Store, club_dir: Path, tmp_path: Path) -> None:

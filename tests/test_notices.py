@@ -65,6 +65,7 @@ def test_join_sends_one_welcome_and_tells_the_owners(club: Store) -> None:
     assert to_anna == ["anna@example.org"]
     assert welcome["Subject"] == "Welcome to Youth"
     assert welcome["From"] == "Youth <bot@myclub.org>"
+    assert welcome["Reply-To"] == "youth-request@myclub.org"  # "unsubscribe" alone means youth
     body = welcome.get_content().replace("\r\n", "\n")
     assert "Hello Anna," in body and "unsubscribe youth" in body and "bot@myclub.org" in body
     assert to_owner == ["tom@example.org"]

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from clublist.actions.cron import Firing, RunResult
     from clublist.actions.reminders import ReminderInfo
 
-_TIME_FORMAT = "%Y-%m-%d %H:%M %Z"
+_TIME_FORMAT = "%Y-%m-%d %H:%M %z"  # the site's time zone, with its offset
 LS_COLUMNS = ["id", "to", "schedule", "next", "subject", "created by"]
 
 

@@ -52,7 +52,9 @@ def queue_membership_notices(
         member = change.member
         variables = {"name": member.name or member.email, "email": member.email}
         template = "welcome" if change.joined else "goodbye"
-        queue_template(conn, club, mailing_list, template, [member.email], variables, now)
+        # LIST-request@: a reply saying just "unsubscribe" (or "subscribe") means this list.
+        request = f"{mailing_list.name}-request@{club.site.domain}"
+        queue_template(conn, club, mailing_list, template, [member.email], variables, now, reply_to=request)
         sent += 1
         owners = list(mailing_list.owners)
         if not owners or mailing_list.owner_notices == "none":

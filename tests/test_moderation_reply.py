@@ -200,3 +200,21 @@ def test_held_commands_take_several_ids_or_all(tmp_path: Path, store: Store) -> 
     assert len(notices) == 2 and all("Reason: off topic" in n for n in notices)
     assert run("held", "approve", "--all") == "no held posts\n"
     conn.close()
+
+
+def test_nonmember_hold_takes_a_strangers_post_for_the_owners(club: Club) -> None:
+    from clublist.actions.lists import list_set
+
+    mark = len(club.daemon.lines)
+    list_set(club.store, Actor.shell(), "youth", "nonmember", "hold")
+    club.daemon.wait_for_log(lambda line: "reloaded lists.d" in line, start=mark)
+    with smtplib.SMTP("127.0.0.1", club.daemon.port, timeout=30) as client:
+        client.ehlo()
+        client.mail("parent@example.net")
+        assert client.rcpt("nobody@myclub.org")[0] == 550  # unknown addresses stay refused
+        assert client.rcpt("youth@myclub.org")[0] == 250
+        head = "From: parent@example.net\r\nTo: youth@myclub.org\r\nSubject: Lift on Saturday\r\n"
+        code, text = client.data(f"{head}Message-ID: <p1@example.net>\r\n\r\nWho needs one?\r\n".encode())
+    assert code == 250 and b"held for approval" in text
+    notice = hold_notice(club, "Lift on Saturday").message
+    assert "nonmember = hold" in notice.get_content()

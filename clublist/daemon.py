@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import signal
 import ssl
@@ -141,7 +142,10 @@ class Daemon:
         )
         host, port = self.overrides.listen or (site.listen.host, site.listen.port)
         loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(self._session, host, port)
+        try:
+            self.server = await loop.create_server(self._session, host, port)
+        except OSError as exc:
+            raise ClublistError(cannot_listen(host, port, exc, "listen.host/listen.port")) from None
         self.port = self.server.sockets[0].getsockname()[1]
         self._lock.announce(host, self.port)
         self.oneclick = await self._start_oneclick(site, host)
@@ -162,8 +166,10 @@ class Daemon:
         while not self.should_exit.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.should_exit.wait(), WATCH_INTERVAL)
-            if self._worker_task.done():
-                self._worker_task.result()  # only a bug ends the worker: surface it and stop
+            if self._worker_task.done():  # only a bug ends the worker: log it and stop (exit 1)
+                if (bug := self._worker_task.exception()) is not None:
+                    log.critical("the delivery worker stopped on a bug; clublist exits", exc_info=bug)
+                self._worker_task.result()
             if self._reloader_task.done():
                 self._reloader_task.result()
             if self.store.fingerprint() != self._fingerprint:  # edited by hand
@@ -321,7 +327,10 @@ class Daemon:
             on_queued=self.worker.wake,
             clock=self.clock,
         )
-        port = await server.start(host, site.listen.http_port, tls)
+        try:
+            port = await server.start(host, site.listen.http_port, tls)
+        except OSError as exc:
+            raise ClublistError(cannot_listen(host, site.listen.http_port, exc, "listen.http_port")) from None
         log.info("one-click unsubscribe on %s://%s:%d", "https" if tls else "http", host, port)
         return server
 
@@ -367,6 +376,16 @@ class Daemon:
             context.verify_mode = ssl.CERT_OPTIONAL
             context.load_default_certs(ssl.Purpose.CLIENT_AUTH)
         return context
+
+
+def cannot_listen(host: str, port: int, exc: OSError, settings: str) -> str:
+    """Why a port cannot be had, and what to change: one line for the person starting clublist."""
+    why = {
+        errno.EADDRINUSE: "another program uses it (is clublist already running?)",
+        errno.EADDRNOTAVAIL: "this machine has no such address",
+        errno.EACCES: "ports below 1024 need root or CAP_NET_BIND_SERVICE",
+    }.get(exc.errno or 0, exc.strerror or str(exc))
+    return f"cannot listen on {host}:{port}: {why}; change {settings} in club.toml or pass --listen HOST:PORT"
 
 
 def run(directory: Path, state_path: Path, overrides: Overrides) -> None:

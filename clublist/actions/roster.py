@@ -224,9 +224,39 @@ def _require_own_address_free(club: Club, address: str) -> None:
         raise ClublistError(f"{address} is one of the club's own addresses")
 
 
+def roster_text(data: bytes, name: str, encoding: str | None = None) -> str:
+    """A roster file's text: UTF-8 (a BOM is dropped), else the *encoding* its owner names.
+
+    Spreadsheets on Windows save CSV as cp1252 or Latin-1; guessing would turn names into
+    mojibake silently, so a file that is not UTF-8 needs its encoding said.
+    """
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        if encoding is None:
+            line = data[: exc.start].count(b"\n") + 1
+            raise ClublistError(
+                f"{name}: line {line} is not UTF-8 (byte 0x{data[exc.start]:02x}); save the file as"
+                " UTF-8, or name its encoding, e.g. --encoding latin-1 (or cp1252 from Excel)"
+            ) from None
+    try:
+        return data.decode(encoding)
+    except LookupError:
+        raise ClublistError(f"--encoding {encoding}: no such encoding; try latin-1 or cp1252") from None
+    except UnicodeDecodeError as exc:
+        raise ClublistError(f"{name} is not {encoding} either ({exc.reason}); check the file") from None
+
+
 def _read_rows(club: Club, text: str, list_name: str | None) -> list[tuple[int, dict[str, Any]]]:
-    """Each data row as field values (only the file's columns), with its line number."""
-    reader = csv.reader(io.StringIO(text))
+    """Each data row as field values (only the file's columns), with its line number.
+
+    The column separator (',', ';' as spreadsheets in many countries save, or tab) is sniffed.
+    """
+    try:
+        delimiter = csv.Sniffer().sniff(text[:8192], delimiters=",;\t").delimiter
+    except csv.Error:  # one column, or too little to tell
+        delimiter = ","
+    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
     columns: tuple[str, ...] = LEGACY_COLUMNS
     rows: list[tuple[int, dict[str, Any]]] = []
     errors: list[str] = []

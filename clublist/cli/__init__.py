@@ -86,10 +86,20 @@ class LazyGroup(click.Group):
             formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context) -> object:
+        """Errors become one line and exit status 1; ``--debug`` shows the traceback instead."""
         try:
             return super().invoke(ctx)
         except ClublistError as exc:
             raise click.ClickException(str(exc)) from None
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as exc:
+            if ctx.params.get("debug"):
+                raise
+            from clublist.cli.errors import explain
+
+            state = ctx.obj.state_path if isinstance(ctx.obj, App) else Path("the state database")
+            raise click.ClickException(explain(exc, state)) from None
 
 
 @click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
@@ -110,9 +120,10 @@ class LazyGroup(click.Group):
     type=click.Path(dir_okay=False, path_type=Path),
     help="The state database (env CLUBLIST_STATE) [default: var/clublist.sqlite3 beside lists.d].",
 )
+@click.option("--debug", is_flag=True, help="Show the traceback of an unexpected error.")
 @click.version_option(package_name="clublist")
 @click.pass_context
-def main(ctx: click.Context, directory: Path, state: Path | None) -> None:
+def main(ctx: click.Context, directory: Path, state: Path | None, debug: bool) -> None:
     """Run a club's mailing lists from the command line.
 
     Members and lists live as TOML files in lists.d; `clublist run` takes

@@ -17,7 +17,7 @@ from clublist.actions.members import (
     member_set,
     member_show,
 )
-from clublist.actions.roster import RosterPlan, member_export, member_import, member_sync
+from clublist.actions.roster import RosterPlan, member_export, member_import, member_sync, roster_text
 from clublist.cli import render
 from clublist.cli.app import App, by_mail, json_option, pass_app
 from clublist.cli.complete import list_names, member_addresses
@@ -266,44 +266,60 @@ def leave(app: App, email: str, list_name: str, quiet: bool) -> None:
     render.done(app, member_leave(app.store, app.actor, email, list_name, _notify(app, quiet)))
 
 
+encoding_option = click.option(
+    "--encoding", metavar="NAME", help="The file's encoding when it is not UTF-8 (e.g. latin-1, cp1252)."
+)
+
+
 @member.command("import")
-@click.argument("csv_file", type=click.File("r", encoding="utf-8-sig"))
+@click.argument("csv_file", type=click.File("rb"))
 @click.option("--dry-run", is_flag=True, help="Check the file and say what would change.")
 @click.option(
     "--update", is_flag=True, help="A row replaces an existing member's name, lists and other columns."
 )
+@encoding_option
 @quiet_option
 @json_option
 @pass_app
-def import_(app: App, csv_file: Any, dry_run: bool, update: bool, quiet: bool, as_json: bool) -> None:
+def import_(
+    app: App, csv_file: Any, dry_run: bool, update: bool, encoding: str | None, quiet: bool, as_json: bool
+) -> None:
     """Import members from CSV, all or nothing.
 
     The columns are named in a header row (those 'member export' writes) or are
     email,name,lists.  Several lists or aliases in a cell are separated by spaces or
     ';'.  An existing member gets the lists named added, or with --update the row's
-    values.  Every bad line is reported and then nothing changes.  Use - to read
-    standard input.
+    values.  Columns may be separated by ',', ';' or tabs; the file is read as UTF-8
+    (with or without BOM), else in the --encoding given.  Every bad line is reported
+    and then nothing changes.  Use - to read standard input.
 
     Example: clublist member import roster.csv --update --dry-run
     """
     if app.by_mail:
         raise ClublistError("member import reads a file on the server; run it at the shell")
-    plan = member_import(
-        app.store, app.actor, csv_file.read(), dry_run, update=update, notify=_notify(app, quiet)
-    )
+    text = roster_text(csv_file.read(), csv_file.name, encoding)
+    plan = member_import(app.store, app.actor, text, dry_run, update=update, notify=_notify(app, quiet))
     _print_plan(app, plan, as_json)
 
 
 @member.command("sync")
-@click.argument("csv_file", type=click.File("r", encoding="utf-8-sig"))
+@click.argument("csv_file", type=click.File("rb"))
 @list_option
 @click.option("--dry-run", is_flag=True, help="Print the plan, change nothing.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@encoding_option
 @quiet_option
 @json_option
 @pass_app
 def sync(
-    app: App, csv_file: Any, list_name: str | None, dry_run: bool, yes: bool, quiet: bool, as_json: bool
+    app: App,
+    csv_file: Any,
+    list_name: str | None,
+    dry_run: bool,
+    yes: bool,
+    encoding: str | None,
+    quiet: bool,
+    as_json: bool,
 ) -> None:
     """Make the registry (or one list) match a roster file: add, update, remove.
 
@@ -316,7 +332,7 @@ def sync(
     """
     if app.by_mail:
         raise ClublistError("member sync reads a file on the server; run it at the shell")
-    text = csv_file.read()
+    text = roster_text(csv_file.read(), csv_file.name, encoding)
     plan = member_sync(app.store, app.actor, text, list_name=list_name, dry_run=True)
     if dry_run or plan.empty:
         _print_plan(app, plan, as_json)

@@ -297,7 +297,7 @@ def import_(
     """
     if app.by_mail:
         raise ClublistError("member import reads a file on the server; run it at the shell")
-    text = roster_text(csv_file.read(), csv_file.name, encoding)
+    text = roster_text(csv_file.read(), getattr(csv_file, "name", "-"), encoding)
     plan = member_import(app.store, app.actor, text, dry_run, update=update, notify=_notify(app, quiet))
     _print_plan(app, plan, as_json)
 
@@ -332,7 +332,7 @@ def sync(
     """
     if app.by_mail:
         raise ClublistError("member sync reads a file on the server; run it at the shell")
-    text = roster_text(csv_file.read(), csv_file.name, encoding)
+    text = roster_text(csv_file.read(), getattr(csv_file, "name", "-"), encoding)
     plan = member_sync(app.store, app.actor, text, list_name=list_name, dry_run=True)
     if dry_run or plan.empty:
         _print_plan(app, plan, as_json)

@@ -23,6 +23,7 @@ import contextlib
 import errno
 import logging
 import signal
+import sqlite3
 import ssl
 import time
 from collections.abc import Callable, Sequence
@@ -36,6 +37,7 @@ from clublist.club.model import Site, inbound_size_limit
 from clublist.club.store import Club, Store
 from clublist.dns import resolver_for
 from clublist.errors import ClublistError
+from clublist.mail import enqueue as posting
 from clublist.mail import rules
 from clublist.mail.handler import InboundHandler, Listener, MailProcessor, SessionLimits
 from clublist.mail.policy import PolicyService
@@ -128,7 +130,7 @@ class Daemon:
             clock=self.clock,
             on_failures=self.bounces.delivery_failed,
         )
-        self.limits = SessionLimits(site.listen.max_connections)
+        self.limits = SessionLimits(site.listen.max_connections, site.listen.max_connections_per_client)
         self.handler = InboundHandler(
             club=lambda: self.club,
             writer=self.writer,
@@ -177,7 +179,7 @@ class Daemon:
             if self.clock() - last_purge > 3600:
                 last_purge = self.clock()
                 try:
-                    await self.writer.run(lambda c: queue.purge(c, self.clock() - PURGE_AFTER))
+                    await self.writer.run(self._purge)
                 except Exception as exc:
                     if not state.is_transient(exc):
                         raise
@@ -201,8 +203,13 @@ class Daemon:
             self.worker.wake()
 
     async def shutdown(self) -> None:
+        """As uvicorn does: stop accepting; answer 421 4.3.2 to sessions between commands;
+        let a command under way finish within SHUTDOWN_TIMEOUT (a DATA being received is
+        read to its end and answered 421, one already complete is committed and answered
+        250, then 421), then close what is left; a second signal skips the waiting."""
         log.info("shutting down: no new connections; finishing what is in flight")
         self.server.close()
+        self.limits.close_idle()
         self._reloader_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._reloader_task
@@ -211,8 +218,13 @@ class Daemon:
         if self.policy is not None:
             self.policy.close()
         deadline = time.monotonic() + SHUTDOWN_TIMEOUT
-        while self.handler.in_progress and time.monotonic() < deadline and not self.force_exit:
+        while (
+            (self.handler.in_progress or self.limits.busy())
+            and time.monotonic() < deadline
+            and not self.force_exit
+        ):
             await asyncio.sleep(0.05)
+        self.limits.close_all()
         self._worker_stop.set()
         with contextlib.suppress(Exception):
             await self._worker_task
@@ -221,6 +233,11 @@ class Daemon:
         self.writer.close()
         self.reader.close()
         log.info("stopped")
+
+    def _purge(self, conn: sqlite3.Connection) -> None:
+        now = self.clock()
+        queue.purge(conn, now - PURGE_AFTER)
+        posting.forget(conn, now)
 
     # --- signals and reloads ----------------------------------------------------------
 
@@ -295,6 +312,7 @@ class Daemon:
             tls_context=self.tls_context,
             require_starttls=site.tls.require and self.tls_context is not None,
             timeout=site.listen.timeout,
+            idle_timeout=min(site.listen.idle_timeout, site.listen.timeout),
             # Per session; a relay such as Postfix sends many messages on one connection.
             command_call_limit={"MAIL": 10_000, "RCPT": 100_000, "DATA": 10_000, "RSET": 10_000, "*": 200},
             decode_data=False,

@@ -201,16 +201,24 @@ def test_cross_post_reaches_a_member_of_both_lists_once(daemon: DaemonProcess, s
     assert sorted(recipients) == ["anna@example.org", "ben@example.org", "tom@example.org"]
 
 
-def test_loop_and_auto_replies_are_discarded(daemon: DaemonProcess, sink: RemoteMTA) -> None:
+def test_a_loop_is_discarded_and_an_auto_reply_held_for_the_owners(
+    daemon: DaemonProcess, sink: RemoteMTA
+) -> None:
     looped = "List-Id: Youth <youth.myclub.org>\r\n" + POST
     auto = "Auto-Submitted: auto-replied\r\n" + POST
     with smtp(daemon) as client:
         assert client.sendmail("anna@example.org", ["youth@myclub.org"], looped) == {}
-        assert client.sendmail("anna@example.org", ["youth@myclub.org"], auto) == {}
+        client.mail("anna@example.org")
+        client.rcpt("youth@myclub.org")
+        code, reply = client.data(auto.encode())
+        assert code == 250 and b"held for approval" in reply
         client.sendmail("anna@example.org", ["youth@myclub.org"], POST.replace("p1@", "p2@"))
-    assert sink.wait_for(lambda s: len(s.transactions) == 1)
+    assert sink.wait_for(lambda s: len(s.transactions) == 2)
     daemon.wait_for_log(lambda line: "discarded" in line)
-    assert [t.message["Message-ID"] for t in sink.transactions] == ["<p2@example.org>"]
+    posts = [t for t in sink.transactions if "youth@myclub.org" in str(t.message["From"])]
+    assert [t.message["Message-ID"] for t in posts] == ["<p2@example.org>"]
+    (notice,) = [t for t in sink.transactions if t.rcpt_tos == ["admin@myclub.org"]]
+    assert "Auto-Submitted: auto-replied" in notice.message.get_content()
 
 
 def test_too_large_is_refused(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from email.message import Message
 
 import pytest
@@ -30,6 +31,7 @@ from clublist.mail.rules import (
     envelope_address,
     envelope_refusal,
     evaluate,
+    limit_verdict,
     may_post,
     rcpt_refusal,
     refusal_reply,
@@ -245,10 +247,10 @@ def test_loop_reads_a_folded_list_id_with_an_encoded_title(club: Club) -> None:
         "X-Autorespond: Out of office",
     ],
 )
-def test_auto_submitted_discards_machine_mail(club: Club, header: str) -> None:
+def test_auto_submitted_holds_machine_mail_for_the_owners(club: Club, header: str) -> None:
     verdict = check("auto_submitted", post(club, message("Anna <anna@gmail.com>", header)))
-    assert verdict is not None and verdict.action == "discard"
-    assert verdict.reply == replies.DISCARDED
+    assert verdict is not None and verdict.action == "hold"
+    assert verdict.reply == replies.HELD and verdict.once_a_day
     assert header.split(":")[0] in verdict.reason
 
 
@@ -264,6 +266,7 @@ def test_auto_submitted_reason_shows_a_folded_header_on_one_line(club: Club) -> 
     assert (
         verdict.reason
         == "automatic mail (Auto-Submitted: auto-replied; owner-email=x@example.org) is not posted"
+        " without an owner's approval"
     )
 
 
@@ -340,6 +343,62 @@ def test_a_members_own_limit_overrides_the_sites(club: Club) -> None:
     assert verdict is not None and "limit of 5 posts" in verdict.reason
 
 
+def test_hourly_limit_brakes_even_without_a_daily_limit() -> None:
+    club = make_club(daily_limit=0, hourly_limit=2)
+    assert check("hourly_limit", replace(post(club), posts_last_hour=1)) is None
+    verdict = check("hourly_limit", replace(post(club), posts_last_hour=2))
+    assert verdict is not None and verdict.reply == (
+        "450 4.7.1 anna@gmail.com has reached the limit of 2 posts an hour; please try again later"
+    )
+    assert check("hourly_limit", replace(post(make_club(daily_limit=0)), posts_last_hour=9)) is None
+    assert check("hourly_limit", replace(post(make_club(daily_limit=0)), posts_last_hour=10)) is not None
+
+
+def test_limit_verdict_checks_the_day_then_the_hour(club: Club) -> None:
+    assert limit_verdict(club, ANNA, "anna@gmail.com", 2, 9) is None
+    verdict = limit_verdict(club, ANNA, "anna@gmail.com", 3, 10)
+    assert verdict is not None and verdict.rule == "daily_limit"
+    verdict = limit_verdict(club, ANNA, "anna@gmail.com", 0, 10)
+    assert verdict is not None and verdict.rule == "hourly_limit"
+
+
+# --- auto_responder ----------------------------------------------------------------
+
+
+def reply_post(club: Club, *headers: str, subject: str = "Re: [Youth] Training", **facts: object) -> Post:
+    msg = message("Anna <anna@gmail.com>", f"Subject: {subject}", "In-Reply-To: <1@myclub.org>", *headers)
+    del msg["Subject"]
+    msg["Subject"] = subject
+    defaults: dict[str, object] = {"replies_to_recent_post": True, "new_text": "Sounds good, see you"}
+    return replace(post(club, msg), **{**defaults, **facts})
+
+
+@pytest.mark.parametrize(
+    "subject",
+    ["Automatic reply: [Youth] Training", "Auto: Training", "Out of Office", "Abwesenheitsnotiz: Training"],
+)
+def test_auto_responder_holds_a_quick_reply_with_an_auto_reply_subject(club: Club, subject: str) -> None:
+    verdict = check("auto_responder", reply_post(club, subject=subject))
+    assert verdict is not None and verdict.action == "hold" and verdict.once_a_day
+    assert verdict.reason.startswith("auto-responder: anna@gmail.com answered a post youth@myclub.org sent")
+
+
+def test_auto_responder_holds_a_reply_without_new_text_or_with_repeated_text(club: Club) -> None:
+    verdict = check("auto_responder", reply_post(club, new_text=""))
+    assert verdict is not None and "adds no text" in verdict.reason
+    verdict = check("auto_responder", reply_post(club, repeats_recent_text=True))
+    assert verdict is not None and "repeats the text" in verdict.reason
+    verdict = check("auto_responder", reply_post(club, "X-Autoreply: yes"))
+    assert verdict is not None and "X-Autoreply" in verdict.reason
+
+
+def test_auto_responder_lets_people_reply(club: Club) -> None:
+    assert check("auto_responder", reply_post(club)) is None
+    assert check("auto_responder", reply_post(club, subject="Re: Out of office next week?")) is None
+    not_a_quick_reply = reply_post(club, new_text="", subject="Auto: x", replies_to_recent_post=False)
+    assert check("auto_responder", not_a_quick_reply) is None
+
+
 def test_daily_limit_zero_means_no_limit() -> None:
     assert check("daily_limit", post(make_club(daily_limit=0), posts_today=10_000)) is None
     club = make_club(daily_limit=3)
@@ -376,10 +435,12 @@ def test_rules_run_in_the_documented_order() -> None:
     assert names == [
         "size",
         "loop",
-        "auto_submitted",
         "member",
         "authentication",
+        "auto_responder",
+        "auto_submitted",
         "daily_limit",
+        "hourly_limit",
         "moderated_member",
         "moderation",
     ]
@@ -400,7 +461,7 @@ def test_the_first_rule_with_a_verdict_wins(club: Club) -> None:
     )
     assert evaluate(looping_auto_reply).rule == "loop"
     auto_reply_from_a_stranger = post(club, message(f"<{STRANGER}>", "Precedence: junk"), sender=STRANGER)
-    assert evaluate(auto_reply_from_a_stranger).action == "discard"
+    assert evaluate(auto_reply_from_a_stranger).rule == "member"  # refused, never held for the owners
     stranger_on_moderated_list = post(club, message(f"<{STRANGER}>"), sender=STRANGER, mailing_list=TRAINER)
     assert evaluate(stranger_on_moderated_list).rule == "member"
     over_limit_on_moderated_list = post(club, mailing_list=TRAINER, posts_today=3)

@@ -216,7 +216,13 @@ class ListenSection:
     max_message_size: int = bounded(10_000_000, 1)
     max_recipients: int = bounded(100, 1)
     max_connections: int = bounded(100, 1)
+    # Sessions from one client address at once; peers in trusted_proxies are not counted
+    # (Postfix in front limits its clients itself: smtpd_client_connection_count_limit).
+    max_connections_per_client: int = bounded(10, 1)
     timeout: int = bounded(300, 1)
+    # Seconds a session may wait for a command outside a mail transaction (before MAIL FROM):
+    # shorter than timeout, so idle connections cannot hold the slots.
+    idle_timeout: int = bounded(60, 1)
     # One-click unsubscribe (RFC 8058) is served here while unsubscribe.url is set; 0: any free port.
     http_port: int = bounded(8080, 0, 65535)
     # Serve it as HTTPS with tls.cert; plain HTTP suits a reverse proxy that holds the certificate.
@@ -283,8 +289,11 @@ class RetrySection:
 class PostingSection:
     """Limits on posts, site-wide (a member may override ``daily_limit``)."""
 
-    daily_limit: int = 50
+    daily_limit: int = 50  # 0: no daily limit (hourly_limit still applies)
     daily_limit_reply: Literal["temporary", "permanent"] = "temporary"
+    # Posts per author in any 60 minutes: the brake on loops and floods, for everyone; it
+    # answers as daily_limit_reply says.
+    hourly_limit: int = bounded(10, 1)
     # A member's post without an SPF or DKIM pass aligned with its From domain (a list may
     # override this); a failing domain that publishes p=reject/quarantine is always refused.
     unauthenticated: Literal["hold", "accept", "refuse"] = "hold"
@@ -537,7 +546,8 @@ def site_advice(site: Site) -> list[Advice]:
     if site.posting.daily_limit == 0:
         advice.append(
             Advice(
-                "posting.daily_limit is 0 (no limit), which removes the brake on mail loops",
+                f"posting.daily_limit is 0 (no daily limit): only posting.hourly_limit "
+                f"({site.posting.hourly_limit} an hour) brakes floods and mail loops",
                 "clublist config set posting.daily_limit 50",
             )
         )

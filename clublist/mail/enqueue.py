@@ -2,12 +2,15 @@
 
 Decorate the message for its list, pick the recipients (every member of the
 list whose delivery is enabled, each person once), and enqueue it with the
-author's post counted, all in the caller's transaction.
+author's post counted, all in the caller's transaction.  Each post is also
+remembered for a day (recent_posts: author, Message-ID, a digest of its new
+text) for the hourly limit and for spotting an auto-responder's reply to it.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -56,6 +59,19 @@ class ReadyPost:
     recipients: list[str]
     author_key: str | None
     subject: str
+    text_digest: str = ""  # conversation.text_digest of its new text; "" when not read
+
+    @property
+    def message_id(self) -> str:
+        """The Message-ID it goes out with (decoration gives one to a post without)."""
+        head = self.content.split(b"\r\n\r\n", 1)[0]
+        match = _MESSAGE_ID.search(head)
+        return match[1].decode("ascii", "replace") if match else ""
+
+
+_MESSAGE_ID = re.compile(rb"^Message-ID:[ \t]*(?:\r\n[ \t]+)?(<[^<>\s]+>)", re.IGNORECASE | re.MULTILINE)
+REMEMBERED = 24 * 3600  # how long recent_posts keeps a post
+HOUR = 3600
 
 
 def prepare_post(
@@ -103,8 +119,38 @@ def posts_today(conn: sqlite3.Connection, author_key: str, now: float) -> int:
     return row[0] if row else 0
 
 
+def posts_last_hour(conn: sqlite3.Connection, author_key: str, now: float) -> int:
+    row = conn.execute(
+        "SELECT count(*) FROM recent_posts WHERE author = ? AND created > ?", (author_key, now - HOUR)
+    ).fetchone()
+    return int(row[0])
+
+
+def recent_post_of(conn: sqlite3.Connection, list_name: str, message_ids: list[str], since: float) -> bool:
+    """Whether one of *message_ids* is a post of *list_name* queued after *since*."""
+    if not message_ids:
+        return False
+    marks = ",".join("?" * len(message_ids))
+    row = conn.execute(
+        f"SELECT 1 FROM recent_posts WHERE message_id IN ({marks}) AND list_name = ? AND created > ? LIMIT 1",
+        (*message_ids, list_name, since),
+    ).fetchone()
+    return row is not None
+
+
+def posted_text_before(conn: sqlite3.Connection, author_key: str, digest: str, since: float) -> bool:
+    """Whether *author_key* posted a text with this digest after *since*."""
+    if not digest:
+        return False
+    row = conn.execute(
+        "SELECT 1 FROM recent_posts WHERE author = ? AND text_digest = ? AND created > ? LIMIT 1",
+        (author_key, digest, since),
+    ).fetchone()
+    return row is not None
+
+
 def enqueue_post(conn: sqlite3.Connection, club: Club, post: ReadyPost, now: float) -> str:
-    """Queue a decorated post and count it against its author's daily limit, in the caller's
+    """Queue a decorated post and count it against its author's limits, in the caller's
     transaction.  Every producer of posts (SMTP, moderation, reminders) ends here."""
     queue_id = queue.enqueue(
         conn,
@@ -123,7 +169,18 @@ def enqueue_post(conn: sqlite3.Connection, club: Club, post: ReadyPost, now: flo
             " ON CONFLICT (address, day) DO UPDATE SET count = count + 1",
             (post.author_key, today(now)),
         )
+    conn.execute(
+        "INSERT INTO recent_posts (author, list_name, message_id, text_digest, created)"
+        " VALUES (?, ?, ?, ?, ?)",
+        (post.author_key or "", post.mailing_list.name, post.message_id, post.text_digest, now),
+    )
     return queue_id
+
+
+def forget(conn: sqlite3.Connection, now: float) -> None:
+    """Drop what the limits and the auto-responder check no longer need."""
+    conn.execute("DELETE FROM recent_posts WHERE created < ?", (now - REMEMBERED,))
+    conn.execute("DELETE FROM owner_alerts WHERE day < ?", (today(now - 2 * REMEMBERED),))
 
 
 async def rewrite_from(

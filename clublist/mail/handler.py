@@ -19,6 +19,7 @@ present none.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import ipaddress
 import logging
@@ -38,7 +39,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session, syntax
 from clublist.club.model import MailingList, Member, address_key, outbound_size_limit, parse_address
 from clublist.club.store import Club
 from clublist.dns import Resolver
-from clublist.mail import authentication, decorate, moderation, replies, rules
+from clublist.mail import authentication, conversation, decorate, moderation, replies, rules
 from clublist.mail import enqueue as posting
 from clublist.state import queue
 from clublist.state.db import Writer, is_transient
@@ -127,10 +128,30 @@ class MailProcessor(Protocol):
 
 @dataclass
 class SessionLimits:
-    """Open connections, counted across all sessions."""
+    """Open connections, counted across all sessions and per client address, and the sessions
+    themselves, which a shutdown closes (``closing``)."""
 
     max_connections: int
+    max_per_client: int = 10
     active: int = 0
+    per_client: dict[str, int] = field(default_factory=dict)
+    sessions: set[Listener] = field(default_factory=set)
+    closing: bool = False
+
+    def close_idle(self) -> None:
+        """Start a shutdown: every session between commands is answered 421 and closed now,
+        the others when their command (a DATA being received or committed) has been answered."""
+        self.closing = True
+        for session in list(self.sessions):
+            if not session.in_command:
+                session.close_for_shutdown()
+
+    def busy(self) -> bool:
+        return any(session.in_command for session in self.sessions)
+
+    def close_all(self) -> None:
+        for session in list(self.sessions):
+            session.close_for_shutdown()
 
 
 @dataclass(frozen=True)
@@ -150,35 +171,127 @@ _XTEXT = re.compile(r"\+([0-9A-Fa-f]{2})")
 
 
 class Listener(SMTP):
-    """aiosmtpd's SMTP with a connection limit (aiosmtpd has none of its own), Postfix's XFORWARD
-    for the peers in ``trusted_proxies``, and no AUTH: clublist takes mail from mail servers,
-    which do not log in, so it offers nothing a client could try and fail."""
+    """aiosmtpd's SMTP with connection limits (aiosmtpd has none of its own: in all and per
+    client address, peers in ``trusted_proxies`` not counted), a shorter ``idle_timeout``
+    outside a mail transaction, a graceful shutdown (421 4.3.2 between commands), Postfix's
+    XFORWARD for the peers in ``trusted_proxies``, and no AUTH: clublist takes mail from mail
+    servers, which do not log in, so it offers nothing a client could try and fail."""
 
     def __init__(
-        self, handler: Any, *, limits: SessionLimits, trusted_proxies: Sequence[str] = (), **kwargs: Any
+        self,
+        handler: Any,
+        *,
+        limits: SessionLimits,
+        trusted_proxies: Sequence[str] = (),
+        idle_timeout: float | None = None,
+        **kwargs: Any,
     ) -> None:
+        self._idle_timeout = idle_timeout
         super().__init__(handler, **kwargs)
         self._limits = limits
         self._counted = False
+        self._client_key = ""
         self._trusted_proxies = tuple(trusted_proxies)
         self._forwarded: dict[str, str] = {}
+        self.in_command = False
+        self._last_reply = ""
+        self._smtp_methods = {name: self._tracked(method) for name, method in self._smtp_methods.items()}
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         first = self.transport is None
         super().connection_made(transport)
         self._forwarded = {}  # STARTTLS starts the session afresh (RFC 3207 4.2), XFORWARD too
         if first:
-            self._counted = True
-            self._limits.active += 1
-            if self._limits.active > self._limits.max_connections:
-                transport.write(f"{replies.TOO_MANY_CONNECTIONS}\r\n".encode())  # type: ignore[attr-defined]
+            refusal = self._count()
+            if refusal:
+                log.info("refused connection from %s: %s", self.peer_address, refusal)
+                transport.write(f"{refusal}\r\n".encode())  # type: ignore[attr-defined]
                 transport.close()
+
+    def _count(self) -> str | None:
+        """Count this session in; the reply refusing it, if it is one too many."""
+        limits = self._limits
+        self._counted = True
+        limits.active += 1
+        limits.sessions.add(self)
+        client = _plain_ip(self.peer_address)
+        if not authentication.trusted_client(client, self._trusted_proxies):
+            self._client_key = client
+            limits.per_client[client] = limits.per_client.get(client, 0) + 1
+        if limits.closing:
+            return replies.SHUTTING_DOWN
+        if limits.active > limits.max_connections:
+            return replies.TOO_MANY_CONNECTIONS
+        if self._client_key and limits.per_client[client] > limits.max_per_client:
+            return replies.render(replies.TOO_MANY_CONNECTIONS_FROM_CLIENT, address=client)
+        return None
 
     def connection_lost(self, error: Exception | None) -> None:
         if self._counted:
             self._counted = False
-            self._limits.active -= 1
+            limits = self._limits
+            limits.active -= 1
+            limits.sessions.discard(self)
+            if self._client_key:
+                left = limits.per_client.pop(self._client_key) - 1
+                if left:
+                    limits.per_client[self._client_key] = left
         super().connection_lost(error)
+
+    # --- timeouts and shutdown -----------------------------------------------------------
+
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        """Outside a mail transaction the session gets ``idle_timeout``, inside it ``timeout``."""
+        if duration is None and self._idle_timeout is not None and not self._in_transaction():
+            duration = self._idle_timeout
+        super()._reset_timeout(duration)
+
+    def _in_transaction(self) -> bool:
+        envelope = getattr(self, "envelope", None)
+        return envelope is not None and bool(envelope.mail_from)
+
+    def _timeout_cb(self) -> None:
+        if self.transport is not None and not self._in_transaction() and not self.transport.is_closing():
+            self.transport.write(f"{replies.IDLE_TIMEOUT}\r\n".encode())  # type: ignore[attr-defined]
+        super()._timeout_cb()
+
+    async def smtp_MAIL(self, arg: str) -> None:
+        await super().smtp_MAIL(arg)
+        self._reset_timeout()  # a transaction has begun: the longer timeout from here
+
+    async def push(self, status: str | bytes) -> None:
+        self._last_reply = status if isinstance(status, str) else status.decode("ascii", "replace")
+        await super().push(status)
+
+    def _tracked(self, method: Callable[[str], Any]) -> Callable[[str], Any]:
+        """*method* (an ``smtp_*`` command) marking the session busy while it runs; in a
+        shutdown the session is answered 421 and closed once the command has been answered."""
+
+        @functools.wraps(method)
+        async def run(arg: str) -> None:
+            self.in_command = True
+            try:
+                await method(arg)
+            finally:
+                self.in_command = False
+            if self._limits.closing:
+                self.close_for_shutdown()
+
+        return run
+
+    @property
+    def closing(self) -> bool:
+        return self._limits.closing
+
+    def close_for_shutdown(self) -> None:
+        """421 4.3.2 (unless that was just said) and close."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if not self._last_reply.startswith("421"):
+            transport.write(f"{replies.SHUTTING_DOWN}\r\n".encode())  # type: ignore[attr-defined]
+            self._last_reply = replies.SHUTTING_DOWN
+        transport.close()
 
     @property
     def peer_address(self) -> str:
@@ -286,6 +399,8 @@ class Posted:
     kind: ClassVar[str] = "post"
     target: Target
     ready: posting.ReadyPost  # decorated, with its recipients: what the queue takes
+    author: Member | None  # whose limits it counts against (ready.author_key is the key)
+    poster: str  # the address the post comes from, for the limit replies
 
 
 @dataclass(frozen=True)
@@ -299,6 +414,7 @@ class Held:
     sender: str
     author: str
     subject: str
+    notice_once: str = ""  # moderation.hold: tell the owners once a day of holds on this topic
 
 
 @dataclass(frozen=True)
@@ -322,6 +438,14 @@ class Processed:
 
 
 Outcome = Posted | Held | Forwarded | Processed
+
+
+class LimitReached(Exception):
+    """The commit found the author over a limit: nothing of the message is committed."""
+
+    def __init__(self, reply: str) -> None:
+        super().__init__(reply)
+        self.reply = reply
 
 
 class InboundHandler:
@@ -440,6 +564,11 @@ class InboundHandler:
         return rules.rcpt_refusal(club, target.mailing_list, sender)
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if isinstance(server, Listener) and server.closing:
+            # The end of DATA came after the shutdown began: nothing is committed, the sender
+            # keeps the message and retries (only a DATA complete before it is committed).
+            log.info("refused message from %s: shutting down", envelope.mail_from)
+            return replies.SHUTTING_DOWN
         self.in_progress += 1
         try:
             return await self._data(server, session, envelope)
@@ -459,6 +588,9 @@ class InboundHandler:
         transaction = self._transactions.pop(envelope)
         club, targets = transaction.club, transaction.targets
         original = envelope.original_content or b""
+        if b"\x00" in original:
+            log.warning("refused message from %s: it contains NUL bytes", envelope.mail_from)
+            return replies.NUL_IN_MESSAGE
         hops = _hops(original)
         if hops > MAX_HOPS:
             log.warning("refused message from %s: %d Received headers, a mail loop", envelope.mail_from, hops)
@@ -491,7 +623,11 @@ class InboundHandler:
         if not outcomes:
             log.info("discarded message from %s to %s", envelope.mail_from, ", ".join(envelope.rcpt_tos))
             return replies.DISCARDED
-        queue_ids = await self._commit(club, outcomes)
+        try:
+            queue_ids = await self._commit(club, outcomes)
+        except LimitReached as refused:
+            log.info("refused message from %s: %s", envelope.mail_from, refused.reply)
+            return refused.reply
         summary = [
             f"{o.target.address}: {o.kind} {q or '(no recipients)'}"
             for o, q in zip(outcomes, queue_ids, strict=True)
@@ -568,6 +704,16 @@ class InboundHandler:
         mailing_list = target.mailing_list
         assert mailing_list is not None
         author = _author(club, incoming.from_address, _sender(envelope))
+        author_key = author.key if author else address_key(_sender(envelope))
+        now = self.clock()
+        replying = posting.recent_post_of(
+            self.reader,
+            mailing_list.name,
+            conversation.referenced_ids(incoming.message),
+            now - rules.AUTO_REPLY_WINDOW,
+        )
+        new_text = conversation.new_text(incoming.raw) if replying else None
+        digest = conversation.text_digest(new_text or "")
         post = rules.Post(
             message=incoming.message,
             size=len(incoming.raw),
@@ -578,6 +724,10 @@ class InboundHandler:
             posts_today=self._posts_today(club, author),
             from_address=incoming.from_address,
             authentication=verdict,
+            posts_last_hour=posting.posts_last_hour(self.reader, author_key, now),
+            replies_to_recent_post=replying,
+            new_text=new_text,
+            repeats_recent_text=posting.posted_text_before(self.reader, author_key, digest, now - 3600),
         )
         decision = rules.evaluate(post, self.rules)
         log.debug("rule %s: %s (%s)", decision.rule, decision.action, decision.reason)
@@ -586,7 +736,6 @@ class InboundHandler:
         if decision.action == "discard":
             log.info("discarded post to %s: %s", mailing_list.name, decision.reason)
             return None
-        author_key = author.key if author else address_key(_sender(envelope))
         if decision.action == "hold":
             return Held(
                 target,
@@ -595,6 +744,7 @@ class InboundHandler:
                 _sender(envelope),
                 author_key,
                 incoming.subject,
+                f"{decision.rule}:{mailing_list.name}:{author_key}" if decision.once_a_day else "",
             )
         from_address = incoming.from_address
         rewrite = await posting.rewrite_from(self.resolver, mailing_list, incoming.message, from_address)
@@ -612,7 +762,8 @@ class InboundHandler:
         )
         if len(ready.content) > outbound_size_limit(club.site):  # the next hop would refuse it for everyone
             return replies.render(replies.TOO_LARGE_DECORATED, limit=outbound_size_limit(club.site))
-        return Posted(target, ready)
+        poster = from_address.addr_spec if from_address is not None else _sender(envelope)
+        return Posted(target, dataclasses.replace(ready, text_digest=digest), author, poster)
 
     def _forward(self, club: Club, target: Target, incoming: Incoming, trace: bytes) -> Forwarded:
         """Owner and postmaster mail goes on unchanged (so its DKIM signature still holds)."""
@@ -648,6 +799,7 @@ class InboundHandler:
                     reason=outcome.reason,
                     content=outcome.content,
                     now=now,
+                    notice_once=outcome.notice_once,
                 )
                 return f"held:{held_id}"
             if isinstance(outcome, Posted):
@@ -667,9 +819,25 @@ class InboundHandler:
             )
 
         def job(conn: sqlite3.Connection) -> list[str]:
+            post = next((o for o in outcomes if isinstance(o, Posted)), None)
+            if post is not None and post.ready.author_key:
+                self._check_limits(conn, club, post, now)
             return [commit_one(conn, outcome) for outcome in outcomes]
 
         return await asyncio.shield(self.writer.run(job))
+
+    @staticmethod
+    def _check_limits(conn: sqlite3.Connection, club: Club, post: Posted, now: float) -> None:
+        """The limits again, on counts read in the commit's own transaction: posts that passed
+        the rules together cannot all be counted past the limit (the writer is one thread)."""
+        key = post.ready.author_key
+        assert key
+        today = posting.posts_today(conn, key, now) if post.author is not None else 0
+        verdict = rules.limit_verdict(
+            club, post.author, post.poster, today, posting.posts_last_hour(conn, key, now)
+        )
+        if verdict is not None:
+            raise LimitReached(verdict.reply)
 
     def _received(self, session: Session, client: Client, certificate: str | None) -> bytes:
         """Our Received trace header (RFC 5321 4.4): the client (as XFORWARD named it, through

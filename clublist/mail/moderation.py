@@ -11,6 +11,7 @@ import re
 import secrets
 import sqlite3
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from clublist.club.model import MailingList, address_key
 from clublist.club.store import Club
@@ -39,6 +40,7 @@ def hold(
     reason: str,
     content: bytes,
     now: float,
+    notice_once: str = "",
 ) -> int:
     """Keep a post for moderation and tell the list's owners, in the caller's transaction.
 
@@ -46,6 +48,9 @@ def hold(
     and Subject, and its Reply-To is LIST-request@: an owner answers "approve", "reject
     REASON" or "discard" and the bot acts on this post (:func:`held_by_token`).  The token
     counts only from the addresses the notice went to, as a confirmation token does.
+
+    With *notice_once* (a topic such as "auto_responder:youth:anna@example.org") the owners
+    are told of the first such post of the day only: an auto-responder must not flood them.
     """
     owners = list(mailing_list.owners) or [club.site.site.admin]
     token = secrets.token_hex(8)
@@ -73,6 +78,8 @@ def hold(
         "token": token,
         "expire_days": str(club.site.moderation.expire_days),
     }
+    if notice_once and not first_today(conn, notice_once, now):
+        return held_id
     queue_template(
         conn,
         club,
@@ -85,6 +92,13 @@ def hold(
         message_id=hold_message_id(token, club.site.domain),
     )
     return held_id
+
+
+def first_today(conn: sqlite3.Connection, topic: str, now: float) -> bool:
+    """Whether *topic* comes up for the first time today (UTC); it is then marked as seen."""
+    day = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d")
+    inserted = conn.execute("INSERT OR IGNORE INTO owner_alerts (topic, day) VALUES (?, ?)", (topic, day))
+    return inserted.rowcount == 1
 
 
 def hold_message_id(token: str, domain: str) -> str:

@@ -23,9 +23,16 @@ DISCARDED: Final[str] = "250 2.0.0 Message accepted but not distributed to the l
 # --- 4xx: try again later ----------------------------------------------------
 SHUTTING_DOWN: Final[str] = "421 4.3.2 Service shutting down, please try again later"
 TOO_MANY_CONNECTIONS: Final[str] = "421 4.7.0 Too many connections, please try again later"
+TOO_MANY_CONNECTIONS_FROM_CLIENT: Final[str] = (
+    "421 4.7.0 Too many connections from {address}, please try again later"
+)
+IDLE_TIMEOUT: Final[str] = "421 4.4.2 Idle too long before MAIL FROM, closing the connection"
 XFORWARD_OK: Final[str] = "250 2.0.0 Ok"
 DAILY_LIMIT_TEMPORARY: Final[str] = (
     "450 4.7.1 {sender} has reached the limit of {limit} posts a day; please try again tomorrow"
+)
+HOURLY_LIMIT_TEMPORARY: Final[str] = (
+    "450 4.7.1 {sender} has reached the limit of {limit} posts an hour; please try again later"
 )
 TEMPORARY_FAILURE: Final[str] = "451 4.3.0 Temporary failure inside clublist, please try again later"
 # DNS trouble while checking SPF, DKIM or DMARC: never a refusal, never a silent accept.
@@ -51,6 +58,9 @@ NOT_ALLOWED_TO_POST: Final[str] = "550 5.7.1 {reason}"
 DAILY_LIMIT_PERMANENT: Final[str] = (
     "550 5.7.1 {sender} has reached the limit of {limit} posts a day; the message was not posted"
 )
+HOURLY_LIMIT_PERMANENT: Final[str] = (
+    "550 5.7.1 {sender} has reached the limit of {limit} posts an hour; the message was not posted"
+)
 NULL_SENDER_NOT_ALLOWED: Final[str] = (
     "550 5.7.1 Mail from the null sender <> is not posted; bounces are accepted only at the bounce address"
 )
@@ -68,6 +78,8 @@ BAD_RECIPIENT_SYNTAX: Final[str] = "553 5.1.3 {address} is not a valid recipient
 BAD_SENDER_SYNTAX: Final[str] = "553 5.1.7 {sender} is not a valid sender address"
 NO_VALID_RECIPIENTS: Final[str] = "554 5.5.1 No valid recipients"
 TOO_MANY_HOPS: Final[str] = "554 5.4.6 Too many Received headers: the message is looping"
+# RFC 5322 2.3 forbids NUL anywhere in a message; stripping it would change signed content.
+NUL_IN_MESSAGE: Final[str] = "554 5.6.0 The message contains NUL bytes, which mail may not carry"
 TOO_DEEPLY_NESTED: Final[str] = "554 5.6.0 The message's MIME structure is nested too deeply"
 
 # RFC 5321 4.5.3.1.5: a reply line is at most 512 octets including its CRLF.

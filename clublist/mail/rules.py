@@ -8,6 +8,14 @@ RCPT time too (for the envelope sender, unwrapped from BATV and SRS by
 
 The author of a post is the member its From names; whether that From is true is the
 "authentication" rule's question (SPF, DKIM and DMARC, from mail/authentication.py).
+
+Machines' mail is never dropped in silence: a member's auto-reply to a post the list just
+sent (the loop of a naive auto-responder) and a member's bulk or automatic mail
+(Precedence: bulk/list/junk, Auto-Submitted) are held for the owners with the reason, and
+the owners hear of it once a day per member and rule.  Only a post that carries this
+list's own List-Id or X-Loop (it went out and came back) is discarded.  The daily and
+hourly limits are checked here on counts read before the commit, and again in the
+commit's own transaction (:func:`limit_verdict`), so parallel posts cannot overrun them.
 """
 
 from __future__ import annotations
@@ -30,6 +38,8 @@ from clublist.mail.replies import (
     DISCARDED,
     DMARC_FAIL,
     HELD,
+    HOURLY_LIMIT_PERMANENT,
+    HOURLY_LIMIT_TEMPORARY,
     NOT_A_MEMBER,
     NOT_ALLOWED_TO_POST,
     OK_QUEUED,
@@ -44,8 +54,16 @@ if TYPE_CHECKING:  # the checks' libraries load with the daemon, not with every 
 Action = Literal["accept", "hold", "reject", "discard"]
 
 # "list" too: a post relayed by another mailing list is not a member writing to this one.
-_BULK_PRECEDENCE = frozenset({"bulk", "junk", "list"})
-_AUTOREPLY_HEADERS = ("X-Autoreply", "X-Autorespond")
+_BULK_PRECEDENCE = frozenset({"bulk", "junk", "list", "auto_reply"})
+_AUTOREPLY_HEADERS = ("X-Autoreply", "X-Autorespond", "X-Autoresponse")
+# Subjects auto-responders give their replies (Outlook, Exchange, Notes, German and French ones);
+# at the start only: "Re: Out of office next week?" is a person answering a thread.
+_AUTOREPLY_SUBJECT = re.compile(
+    r"(auto(matic|matische)?[ -]?(reply|response|antwort|réponse)\b"
+    r"|auto\s*:|out of (the )?office|abwesen|vacation|urlaub|r[ée]ponse automatique|absence)",
+    re.IGNORECASE,
+)
+AUTO_REPLY_WINDOW = 15 * 60  # seconds after a post within which a quick reply to it is suspect
 
 
 @dataclass(frozen=True)
@@ -62,6 +80,11 @@ class Post:
     from_address: Address | None  # decorate.sole_address(message, "From"): None unless exactly one
     # What SPF, DKIM and DMARC said; None when the client is trusted (listen.trusted_networks).
     authentication: Authentication | None = None
+    posts_last_hour: int = 0  # the author's posts in the last 60 minutes
+    # In-Reply-To/References names a post of this list from the last AUTO_REPLY_WINDOW.
+    replies_to_recent_post: bool = False
+    new_text: str | None = None  # conversation.new_text: what the sender wrote; None when not read
+    repeats_recent_text: bool = False  # the author posted the same new text within the hour
 
 
 @dataclass(frozen=True)
@@ -77,6 +100,8 @@ class Verdict:
     rule: str  # the rule's name, for the log
     reason: str  # for people and the log
     reply: str  # the SMTP reply line to give (from replies.py)
+    # For a hold: tell the owners of the first such post per author and day only.
+    once_a_day: bool = False
 
 
 @dataclass(frozen=True)
@@ -198,21 +223,51 @@ def check_loop(post: Post) -> Verdict | None:
     return None
 
 
-def check_auto_submitted(post: Post) -> Verdict | None:
-    """Machines' mail (RFC 3834 auto-replies, bulk mail, vacation notices) is not a post."""
-    message = post.message
+def automatic(message: Message) -> str | None:
+    """Why *message* is machines' mail (RFC 3834 Auto-Submitted, Precedence, auto-reply headers), or None."""
     value = message.get("Auto-Submitted")
     auto_submitted = None if value is None else header_text(value)
     precedence = header_text(message.get("Precedence", "")).strip().lower()
     if auto_submitted is not None and auto_submitted.split(";")[0].strip().lower() != "no":
-        reason = f"automatic mail (Auto-Submitted: {auto_submitted}) is not posted"
-    elif precedence in _BULK_PRECEDENCE:
-        reason = f"bulk mail (Precedence: {precedence}) is not posted"
-    elif found := [name for name in _AUTOREPLY_HEADERS if name in message]:
-        reason = f"automatic replies ({found[0]}) are not posted"
+        return f"automatic mail (Auto-Submitted: {auto_submitted})"
+    if precedence in _BULK_PRECEDENCE:
+        return f"bulk mail (Precedence: {precedence})"
+    if found := [name for name in _AUTOREPLY_HEADERS if name in message]:
+        return f"an automatic reply ({found[0]})"
+    return None
+
+
+def check_auto_responder(post: Post) -> Verdict | None:
+    """A member's reply, within minutes, to a post this list just sent them, that looks
+    automatic (an auto-reply header or subject), adds no text of its own, or repeats the
+    text of their last reply: a naive auto-responder answering the list, which would go
+    round in a loop.  Held; the owners are told once a day."""
+    if not post.replies_to_recent_post:
+        return None
+    subject = header_text(post.message.get("Subject", ""))
+    if shape := automatic(post.message):
+        why = shape
+    elif _AUTOREPLY_SUBJECT.match(subject):
+        why = f"an auto-reply subject ({subject[:80]})"
+    elif post.new_text == "":
+        why = "it adds no text to the post it quotes"
+    elif post.repeats_recent_text:
+        why = "it repeats the text of the same author's reply minutes before"
     else:
         return None
-    return Verdict("discard", "auto_submitted", reason, DISCARDED)
+    list_address = post.mailing_list.address(post.club.site.domain)
+    reason = f"auto-responder: {_poster(post)} answered a post {list_address} sent minutes before ({why})"
+    return Verdict("hold", "auto_responder", reason, HELD, once_a_day=True)
+
+
+def check_auto_submitted(post: Post) -> Verdict | None:
+    """A member's machines' mail (auto-replies, bulk mail, a post resent from another list)
+    is not a post to go out as it is: held for the owners, with the reason, never dropped."""
+    shape = automatic(post.message)
+    if shape is None:
+        return None
+    reason = f"{shape} is not posted without an owner's approval"
+    return Verdict("hold", "auto_submitted", reason, HELD, once_a_day=True)
 
 
 def check_member(post: Post) -> Verdict | None:
@@ -275,13 +330,41 @@ def check_authentication(post: Post) -> Verdict | None:
 
 
 def check_daily_limit(post: Post) -> Verdict | None:
-    """At most so many posts a day per author; a limit of 0 means no limit."""
-    limit = daily_limit(post.club, post.author)
-    if limit == 0 or post.posts_today < limit:
+    """At most so many posts a day per author; a limit of 0 means no daily limit."""
+    return daily_limit_verdict(post.club, post.author, _poster(post), post.posts_today)
+
+
+def check_hourly_limit(post: Post) -> Verdict | None:
+    """At most posting.hourly_limit posts in any 60 minutes per author: the brake on loops and
+    floods, which stays on with daily_limit = 0."""
+    return hourly_limit_verdict(post.club, _poster(post), post.posts_last_hour)
+
+
+def daily_limit_verdict(club: Club, author: Member | None, poster: str, posts_today: int) -> Verdict | None:
+    limit = daily_limit(club, author)
+    if limit == 0 or posts_today < limit:
         return None
-    temporary = post.club.site.posting.daily_limit_reply == "temporary"
+    temporary = club.site.posting.daily_limit_reply == "temporary"
     template = DAILY_LIMIT_TEMPORARY if temporary else DAILY_LIMIT_PERMANENT
-    return _reject("daily_limit", render(template, sender=_poster(post), limit=limit))
+    return _reject("daily_limit", render(template, sender=poster, limit=limit))
+
+
+def hourly_limit_verdict(club: Club, poster: str, posts_last_hour: int) -> Verdict | None:
+    limit = club.site.posting.hourly_limit
+    if posts_last_hour < limit:
+        return None
+    temporary = club.site.posting.daily_limit_reply == "temporary"
+    template = HOURLY_LIMIT_TEMPORARY if temporary else HOURLY_LIMIT_PERMANENT
+    return _reject("hourly_limit", render(template, sender=poster, limit=limit))
+
+
+def limit_verdict(
+    club: Club, author: Member | None, poster: str, posts_today: int, posts_last_hour: int
+) -> Verdict | None:
+    """The daily, then the hourly limit, on counts read inside the commit's transaction."""
+    return daily_limit_verdict(club, author, poster, posts_today) or hourly_limit_verdict(
+        club, poster, posts_last_hour
+    )
 
 
 def daily_limit(club: Club, author: Member | None) -> int:
@@ -315,14 +398,22 @@ def check_moderation(post: Post) -> Verdict | None:
 RULES: tuple[Rule, ...] = (
     Rule("size", "refuse posts larger than listen.max_message_size or the next hop takes", check_size),
     Rule("loop", "discard posts that already carry this list's List-Id or X-Loop", check_loop),
-    Rule("auto_submitted", "discard auto-replies and bulk mail (RFC 3834, Precedence)", check_auto_submitted),
     Rule("member", "refuse posts from anyone the list's posting policy does not allow", check_member),
     Rule(
         "authentication",
         "refuse, hold or accept posts whose From domain did not send or sign them (posting.unauthenticated)",
         check_authentication,
     ),
+    Rule(
+        "auto_responder", "hold a member's automatic reply to a post the list just sent", check_auto_responder
+    ),
+    Rule(
+        "auto_submitted",
+        "hold auto-replies and bulk mail (RFC 3834, Precedence) for the owners",
+        check_auto_submitted,
+    ),
     Rule("daily_limit", "refuse posts beyond the author's daily limit", check_daily_limit),
+    Rule("hourly_limit", "refuse posts beyond posting.hourly_limit in 60 minutes", check_hourly_limit),
     Rule("moderated_member", "hold posts of members marked moderated", check_moderated_member),
     Rule("moderation", "hold posts to moderated lists for the owners", check_moderation),
 )

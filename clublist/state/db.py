@@ -181,6 +181,25 @@ MIGRATIONS: list[tuple[str, str]] = [
         );
         """,
     ),
+    (
+        "recent_posts",
+        """
+        CREATE TABLE recent_posts (
+            author TEXT NOT NULL,
+            list_name TEXT NOT NULL,
+            message_id TEXT NOT NULL,
+            text_digest TEXT NOT NULL DEFAULT '',
+            created REAL NOT NULL
+        );
+        CREATE INDEX recent_posts_author ON recent_posts (author, created);
+        CREATE INDEX recent_posts_message ON recent_posts (message_id);
+        CREATE TABLE owner_alerts (
+            topic TEXT NOT NULL,
+            day TEXT NOT NULL,
+            PRIMARY KEY (topic, day)
+        ) WITHOUT ROWID;
+        """,
+    ),
 ]
 
 

@@ -46,7 +46,8 @@ def new_text(raw: bytes) -> str:
     try:
         text = str(part.get_content())
     except (LookupError, ValueError, AssertionError):
-        text = str(part.get_payload(decode=True) or b"", "latin-1")
+        payload = part.get_payload(decode=True)
+        text = payload.decode("latin-1") if isinstance(payload, bytes) else ""
     if part.get_content_subtype() == "html":
         return " ".join(_TAG.sub(" ", text).split())
     kept: list[str] = []

@@ -259,8 +259,8 @@ class Listener(SMTP):
         await super().smtp_MAIL(arg)
         self._reset_timeout()  # a transaction has begun: the longer timeout from here
 
-    async def push(self, status: str | bytes) -> None:
-        self._last_reply = status if isinstance(status, str) else status.decode("ascii", "replace")
+    async def push(self, status: str) -> None:  # type: ignore[override]
+        self._last_reply = status
         await super().push(status)
 
     def _tracked(self, method: Callable[[str], Any]) -> Callable[[str], Any]:

@@ -47,6 +47,7 @@ import click
 from clublist.actions import Actor
 from clublist.bounces import dsn
 from clublist.cli.app import AUDIENCES, App
+from clublist.club import changes
 from clublist.club.model import address_key
 from clublist.club.store import Club
 from clublist.errors import ClublistError
@@ -320,6 +321,8 @@ class BotProcessor:
         app = self._app(actor, out)
         top = self.group.get_command(click.Context(self.group), argv[0])
         assert top is not None
+        # The daemon's log names the bot for the members this line may change (see club/changes.py).
+        changes.claim("bot", [a for a in (actor.address, *argv) if a and "@" in a])
         try:
             top.main(args=argv[1:], prog_name=f"clublist {argv[0]}", obj=app, standalone_mode=False)
         except ClublistError as exc:

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 
 from clublist.actions.cron import periodic_work
 from clublist.bounces import processor as bounces
+from clublist.club.changes import membership_changes
 from clublist.club.model import Site, inbound_size_limit
 from clublist.club.store import Club, Store
 from clublist.dns import resolver_for
@@ -285,6 +286,8 @@ class Daemon:
             return
         for warning in club.warnings:
             log.warning("%s", warning)
+        for line in await asyncio.to_thread(membership_changes, self.club.members, club.members):
+            log.info("%s", line)
         self.club = club  # one assignment: each SMTP transaction takes one snapshot
         self.worker.reconfigure(config)
         self._lock.confirm_reload(started)

@@ -26,6 +26,7 @@ from email.utils import formataddr
 
 from clublist.actions import Actor
 from clublist.actions.members import member_leave
+from clublist.club import changes
 from clublist.club.store import Club, Store
 from clublist.errors import ClublistError
 from clublist.outbound import reports, unsubscribe
@@ -154,6 +155,7 @@ class OneClickServer:
             return "200 OK", _confirm_page(address, list_address)
         if method != "POST":
             return "405 Method Not Allowed", _page("Not allowed", "Use the button on the page.")
+        changes.claim("one-click", [address])
         try:
             await asyncio.to_thread(
                 member_leave, self.store, Actor(address, False), address, list_name

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import smtplib
 import sqlite3
 import subprocess
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from conftest import CLUBLIST
 from daemon import DaemonProcess
 from mta import Behaviour, RemoteMTA, Transaction
 
@@ -27,6 +29,7 @@ from clublist.actions import Actor
 from clublist.actions.config import config_set, init_club
 from clublist.actions.lists import list_create
 from clublist.actions.members import member_add
+from clublist.cli.run import JournalFormatter
 from clublist.club.store import Store
 from clublist.outbound import sender_refusals
 
@@ -261,6 +264,33 @@ def test_a_forged_dsn_counts_for_nobody_and_gets_the_genuine_ones_reply(rig: Rig
     assert _events(rig, "cleo@example.net") == []
     assert _events(rig, "ben@example.org") == [("hard", "5.1.1", "dsn")]
     rig.wait_log("cleo@example.net: matches no recent delivery, ignored")  # the details are in the log
+
+
+def test_the_log_has_a_line_per_delivery_and_per_membership_change(rig: Rig) -> None:
+    start = len(rig.daemon.lines)
+    rig.post("log-post")
+    rig.wait_delivered("log-post")
+    rig.wait_log("(list youth, 3 recipients) via 127.0.0.1: 3 sent: 250", start=start)
+    cli = [CLUBLIST, "--dir", str(rig.club_dir), "--state", str(rig.state)]
+    subprocess.run(
+        [*cli, "member", "add", "dora@example.org", "--list", "youth"], check=True, capture_output=True
+    )
+    rig.wait_log("membership: dora@example.org added, lists: youth (by CLI)", start=start)
+
+
+def test_under_systemd_log_lines_carry_syslog_priorities(rig: Rig, tmp_path: Path) -> None:
+    with DaemonProcess(
+        rig.club_dir,
+        tmp_path / "state.sqlite3",
+        extra=["--log-format", "auto"],
+        env={"JOURNAL_STREAM": "8:1"},
+    ) as daemon:
+        line = daemon.wait_for_log(lambda line: "listening on" in line)
+    assert line.startswith("<6>INFO clublist.daemon: ")
+    record = logging.LogRecord(
+        "clublist.x", logging.WARNING, __file__, 1, "state database: %s", ("full",), None
+    )
+    assert JournalFormatter().format(record) == "<4>WARNING clublist.x: state database: full"
 
 
 @pytest.mark.slow

@@ -18,7 +18,7 @@ from email.utils import formataddr
 
 from clublist.bounces import dsn
 from clublist.bounces.dsn import BounceEvidence
-from clublist.club import model
+from clublist.club import changes, model
 from clublist.club.model import BouncesSection, Member, Site, address_key
 from clublist.club.store import Club, MembersChange, Store
 from clublist.outbound.notices import admin_notice, mail_text, queue_admin_notice
@@ -206,6 +206,7 @@ def disable_members(store: Store, pending: Sequence[BounceEvent]) -> list[Member
                 )
         return MembersChange(replaced=replaced)
 
+    changes.claim("bounces", [mark.address for mark in pending])
     return list(store.change_members(change).replaced.values())
 
 

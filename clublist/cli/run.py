@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from typing import Any
@@ -28,8 +29,28 @@ class JSONFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+_PRIORITIES = ((logging.CRITICAL, 2), (logging.ERROR, 3), (logging.WARNING, 4), (logging.INFO, 6))
+
+
+class JournalFormatter(logging.Formatter):
+    """Plain lines with a syslog priority prefix (``<4>`` for warnings), as journald reads them.
+
+    journald adds the time itself; the prefix lets ``journalctl -p warning`` pick the lines.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("%(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        priority = next((p for level, p in _PRIORITIES if record.levelno >= level), 7)
+        prefix = f"<{priority}>"
+        return "\n".join(prefix + line for line in super().format(record).splitlines())
+
+
 def configure_logging(log_format: str, verbose: bool) -> None:
     handler: logging.Handler
+    if log_format == "auto" and os.environ.get("JOURNAL_STREAM") and not sys.stderr.isatty():
+        log_format = "journal"  # under systemd: journalctl -p warning works
     if log_format == "auto":
         log_format = "rich" if sys.stderr.isatty() else "plain"
     if log_format == "rich":
@@ -38,11 +59,12 @@ def configure_logging(log_format: str, verbose: bool) -> None:
         handler = RichHandler(show_path=False, rich_tracebacks=True)
     else:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(
-            JSONFormatter()
-            if log_format == "json"
-            else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-        )
+        formats: dict[str, logging.Formatter] = {
+            "json": JSONFormatter(),
+            "journal": JournalFormatter(),
+            "plain": logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"),
+        }
+        handler.setFormatter(formats[log_format])
     root = logging.getLogger("clublist")
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
@@ -53,10 +75,10 @@ def configure_logging(log_format: str, verbose: bool) -> None:
 @click.option("--smarthost", metavar="HOST:PORT", help="Relay all mail through this server for this run.")
 @click.option(
     "--log-format",
-    type=click.Choice(["auto", "rich", "plain", "json"]),
+    type=click.Choice(["auto", "rich", "plain", "journal", "json"]),
     default="auto",
     show_default=True,
-    help="Logs on stderr: rich on a terminal, plain lines otherwise, or JSON.",
+    help="Logs on stderr: rich on a terminal, journal (syslog priorities) under systemd, plain, or JSON.",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Log every rule decision too.")
 @pass_app

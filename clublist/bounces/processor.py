@@ -39,7 +39,7 @@ from clublist.errors import ClublistError
 from clublist.outbound import reports, sender_refusals, verp
 from clublist.outbound.notices import queue_admin_notice
 from clublist.state import queue
-from clublist.state.db import Writer
+from clublist.state.db import Writer, is_transient
 
 if TYPE_CHECKING:
     from clublist.mail.handler import CommitJob, Target
@@ -275,8 +275,11 @@ class BounceProcessor:
                 log.info("delivery %s", note)
             if recorded.disabling or self._behind:
                 self._disable_soon()
-        except Exception:
-            log.exception("could not count delivery failures as bounces")
+        except Exception as exc:
+            if not is_transient(exc):
+                log.exception("could not count delivery failures as bounces")
+            else:  # counting nobody is the safe side
+                log.warning("state database: %s; these delivery failures are not counted as bounces", exc)
 
     # --- disabling ----------------------------------------------------------------------------
 
@@ -316,9 +319,12 @@ class BounceProcessor:
                 log.error(
                     "could not disable members for bounces (trying again with the next bounce): %s", exc
                 )
-            except Exception:
+            except Exception as exc:
                 self._behind = True
-                log.exception("could not disable members for bounces; trying again with the next bounce")
+                if not is_transient(exc):
+                    log.exception("could not disable members for bounces; trying again with the next bounce")
+                else:
+                    log.warning("state database: %s; members are disabled with the next bounce", exc)
 
     async def drain(self, timeout: float) -> None:
         """Let a disabling in progress finish (the daemon calls this before closing the database)."""

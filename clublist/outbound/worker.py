@@ -666,8 +666,11 @@ class DeliveryWorker:
         if any(o.status != "sent" for o in outcomes):
             try:
                 await self.report_failures()
-            except Exception:  # a report problem must never touch the deliveries themselves
-                log.exception("could not write the delivery reports")
+            except Exception as exc:  # a report problem must never touch the deliveries themselves
+                if not is_transient(exc):
+                    log.exception("could not write the delivery reports")
+                else:  # the failures stay unreported and are taken with the next ones
+                    log.warning("state database: %s; the delivery reports are written later", exc)
 
     async def report_failures(self) -> None:
         """One RFC 3464 report per message for its new failures, to the administrator."""

@@ -64,6 +64,7 @@ MAX_TEXT = 64 * 1024
 REPLIES_PER_HOUR = 10
 CONFIRM_SECONDS = 3 * 24 * 3600
 _MODERATION_VERBS = ("approve", "reject", "discard")
+INDEX_LENGTH = 20  # posts "index LIST" shows
 _STOP_WORDS = {"end", "thanks", "thank you", "--", "-- "}
 _AUTOMATIC_LOCAL_PARTS = ("mailer-daemon", "postmaster", "noreply", "no-reply", "bounces", "listserv")
 
@@ -76,6 +77,7 @@ class Result:
     text: str
     ok: bool = True
     understood: bool = True  # False: not a command at all (typo, prose, an auto-reply's text)
+    attachments: list[bytes] = field(default_factory=list)  # posts ``get`` fetched from an archive
 
 
 class UnknownCommand(ClublistError):
@@ -334,7 +336,7 @@ class BotProcessor:
         except Exception:
             log.exception("bot: command %r failed", argv)
             return Result(line, "Something went wrong inside clublist; the administrator can see why.", False)
-        return Result(line, out.getvalue().rstrip() or "Done.")
+        return Result(line, out.getvalue().rstrip() or "Done.", attachments=list(app.attachments))
 
     def help_text(self, club: Club, actor: Actor) -> str:
         """The commands this sender may use, from the click definitions."""
@@ -348,6 +350,10 @@ class BotProcessor:
             "  subscribe LIST         join a list (also: join)",
             "  unsubscribe LIST       leave a list (also: leave)",
             "  confirm TOKEN          confirm a change the bot asked you to confirm",
+            "  index LIST [N]         the last N posts of a list's archive (20 without N)",
+            "  get LIST 12            archived posts as attachments (also: get LIST 10-15)",
+            "  search LIST WORDS      archived posts whose subject or text has every word",
+            "  digest LIST            one mail a day with the list's posts (nodigest LIST: each post)",
             "",
             "and these command lines, exactly as at the shell:",
             "",
@@ -377,6 +383,9 @@ class BotProcessor:
             in_reply_to=talk.message_id or None,
             auto_submitted="auto-replied",
         )
+        for result in talk.results:
+            for content in result.attachments:
+                reply.add_attachment(email.message_from_bytes(content, policy=email.policy.default))
         queue_id = queue.enqueue(
             conn,
             kind="reply",
@@ -429,6 +438,19 @@ def translate(
         return ["member", "leave", sender, *the_list()]
     if verb == "reminders":
         return ["remind", "ls", *args]
+    if verb == "index":
+        listed = the_list()
+        last = listed[1:] if len(listed) > 1 else [str(INDEX_LENGTH)]
+        return ["archive", "ls", listed[0], "--last", *last]
+    if verb == "get":
+        return ["archive", "get", *args]
+    if verb == "search":
+        if len(args) < 2:
+            raise ClublistError("write it as: search youth camp tents")
+        return ["archive", "ls", args[0], "--search", " ".join(args[1:])]
+    if verb in ("digest", "nodigest"):
+        listed = the_list()
+        return ["member", "set", sender, "--list", *listed, "--digest" if verb == "digest" else "--no-digest"]
     if verb == "remind" and args and args[0] not in ("add", "ls", "rm"):
         return remind_line(args, now, zone)
     return [verb, *args]
@@ -516,6 +538,12 @@ def _looks_like_command(text: str) -> bool:
         "status",
         "config",
         "bounces",
+        "archive",
+        "index",
+        "get",
+        "search",
+        "digest",
+        "nodigest",
     }
 
 

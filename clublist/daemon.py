@@ -14,6 +14,10 @@ be confirmed (:meth:`DaemonLock.reload`), so the next post follows the
 change.  Reloads parse in a thread and run one at a time in one task, each
 reading files at least as new as the last: an older reading can never
 replace a newer one, and SMTP sessions never wait for a parse.
+
+After each commit, at start-up and every minute it writes the Maildir files
+of new archive entries (:mod:`clublist.mail.archive`), and hourly prunes
+them by each list's ``archive_days``.
 """
 
 from __future__ import annotations
@@ -38,8 +42,8 @@ from clublist.club.model import Site, inbound_size_limit
 from clublist.club.store import Club, Store
 from clublist.dns import resolver_for
 from clublist.errors import ClublistError
+from clublist.mail import archive, rules
 from clublist.mail import enqueue as posting
-from clublist.mail import rules
 from clublist.mail.handler import InboundHandler, Listener, MailProcessor, SessionLimits
 from clublist.mail.policy import PolicyService
 from clublist.outbound import verp
@@ -56,6 +60,7 @@ WATCH_INTERVAL = 1.0
 PERIODIC_INTERVAL = 60.0  # seconds between rounds of held-post expiry and owner summaries
 SHUTDOWN_TIMEOUT = 30.0
 PURGE_AFTER = 30 * 24 * 3600
+ARCHIVE_RETRY = 60.0
 
 
 @dataclass(frozen=True)
@@ -137,7 +142,7 @@ class Daemon:
             writer=self.writer,
             reader=self.reader,
             resolver=self.resolver,
-            on_queued=self.worker.wake,
+            on_queued=self._queued,
             hostname=self._hostname(site),
             rules_in_force=self.rules,
             processors=self._processors(),
@@ -157,6 +162,9 @@ class Daemon:
         self._worker_task = loop.create_task(self.worker.run(self._worker_stop))
         self._reloader_task = loop.create_task(self._reloader())
         self._lock.confirm_reload(read_since)  # commands may now ask this daemon to reload
+        self._archive_due = asyncio.Event()
+        self._archive_due.set()  # entries a crash left unfiled
+        self._archive_task = loop.create_task(self._archive_loop())
         self.bounces.start()
         self._install_signal_handlers(loop)
         mode = f"smarthost {self.worker.config.smarthost}" if self.worker.config.smarthost else "direct MX"
@@ -166,6 +174,7 @@ class Daemon:
 
     async def main_loop(self) -> None:
         last_purge = last_periodic = 0.0
+        last_filing = time.monotonic()
         while not self.should_exit.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.should_exit.wait(), WATCH_INTERVAL)
@@ -177,6 +186,9 @@ class Daemon:
                 self._reloader_task.result()
             if self.store.fingerprint() != self._fingerprint:  # edited by hand
                 self._reload_wanted.set()
+            if time.monotonic() - last_filing > ARCHIVE_RETRY:
+                last_filing = time.monotonic()
+                self._archive_due.set()  # what a failed write or another process left unfiled
             if self.clock() - last_purge > 3600:
                 last_purge = self.clock()
                 try:
@@ -185,6 +197,7 @@ class Daemon:
                     if not state.is_transient(exc):
                         raise
                     log.warning("state database: %s; old queue entries are purged next hour", exc)
+                await self._prune_archives()
             if self.clock() - last_periodic > PERIODIC_INTERVAL:
                 last_periodic = self.clock()
                 await self._periodic_work()
@@ -229,6 +242,11 @@ class Daemon:
         self._worker_stop.set()
         with contextlib.suppress(Exception):
             await self._worker_task
+        self._archive_task.cancel()
+        with contextlib.suppress(BaseException):
+            await self._archive_task
+        with contextlib.suppress(Exception):
+            await self.file_archive()
         await self.worker.drain(0 if self.force_exit else max(0.0, deadline - time.monotonic()))
         await self.bounces.drain(0 if self.force_exit else max(0.0, deadline - time.monotonic()))
         self.writer.close()
@@ -239,6 +257,56 @@ class Daemon:
         now = self.clock()
         queue.purge(conn, now - PURGE_AFTER)
         posting.forget(conn, now)
+
+    # --- the archive ----------------------------------------------------------------
+
+    def _queued(self) -> None:
+        """After a commit that queued mail: deliver it, and write any new archive entries."""
+        self.worker.wake()
+        self._archive_due.set()
+
+    async def _archive_loop(self) -> None:
+        while True:
+            await self._archive_due.wait()
+            self._archive_due.clear()
+            try:
+                await self.file_archive()
+            except Exception as exc:  # the entries keep their bytes in the database: tried again
+                if state.is_transient(exc):
+                    log.warning("archive: Maildir files not written (%s); trying again in a minute", exc)
+                else:
+                    log.exception("archive: could not write Maildir files; trying again in a minute")
+
+    async def file_archive(self) -> None:
+        """Write the Maildir files of archive entries committed but not yet filed (mail.archive)."""
+        pending = await self.writer.run(archive.unfiled)
+        if not pending:
+            return
+        filed = await asyncio.to_thread(archive.write_files, archive.root_of(self.state_path), pending)
+        await self.writer.run(lambda conn: archive.mark_filed(conn, filed))
+        log.debug("archive: filed %d entries", len(filed))
+
+    async def _prune_archives(self) -> None:
+        """Each list's archive_days, applied hourly (``clublist archive prune`` does it by hand)."""
+        lists = [(ml.name, ml.archive_days) for ml in self.club.lists.values() if ml.archive_days]
+        if not lists:
+            return
+
+        def prune() -> dict[str, int]:
+            conn = state.connect(self.state_path)
+            try:
+                return archive.prune_expired(conn, lists, self.clock())
+            finally:
+                conn.close()
+
+        try:
+            removed = await asyncio.to_thread(prune)
+        except Exception:
+            log.exception("archive: pruning failed")
+            return
+        for name, count in removed.items():
+            if count:
+                log.info("archive: pruned %d entries of %s", count, name)
 
     # --- signals and reloads ----------------------------------------------------------
 

@@ -187,7 +187,7 @@ def test_help_lists_exactly_the_commands_the_sender_may_use(bot: Bot, club: Stor
     shown = [
         m[1]
         for m in re.finditer(
-            r"^  ((?:list|member|held|queue|config|status|remind|bounces)\b[a-z ]*?)"
+            r"^  ((?:list|member|held|queue|config|status|remind|bounces|archive)\b[a-z ]*?)"
             r"(?: [A-Z\[]|$)",
             text,
             re.MULTILINE,

@@ -122,6 +122,10 @@ def run_due(
                 " ON CONFLICT (id) DO UPDATE SET last_run = MAX(last_run, excluded.last_run)",
                 (now_utc.timestamp(),),
             )
+    if not dry_run and result.queued:
+        from clublist.mail import archive
+
+        archive.file_entries(conn)
     return result
 
 

@@ -19,7 +19,7 @@ from typing import Literal
 from clublist.actions import Actor, Done
 from clublist.club.store import Club
 from clublist.errors import ClublistError, PermissionDenied
-from clublist.mail import decorate
+from clublist.mail import archive, decorate
 from clublist.mail import enqueue as posting
 from clublist.mail.enqueue import DmarcLookup
 from clublist.mail.moderation import HeldPost
@@ -88,6 +88,7 @@ def held_approve(
         if not conn.execute("DELETE FROM held WHERE id = ?", (held_id,)).rowcount:
             raise ClublistError(f"held post {held_id} was approved or rejected meanwhile")
         queue_id = posting.enqueue_post(conn, club, ready, now)
+    archive.file_entries(conn)
     return Done(
         f"approved held post {held_id}: queued as {queue_id} for {len(ready.recipients)} members", queue_id
     )

@@ -302,7 +302,11 @@ def member_leave(
         mailing_list = club.lists.get(list_name)
         if not (actor.is_self(member) or actor.is_admin or (mailing_list and actor.owns(mailing_list))):
             raise PermissionDenied(f"only {member.email} or the owners of {list_name} may do that")
-        return model.replace(member, lists=tuple(n for n in member.lists if n != list_name))
+        return model.replace(
+            member,
+            lists=tuple(n for n in member.lists if n != list_name),
+            digest=tuple(n for n in member.digest if n != list_name),
+        )
 
     member = _update_member(store, address, update, notify)
     return Done(f"{member.email} left {list_name}", member)
@@ -321,10 +325,13 @@ class MemberChanges:
     daily_limit: int | None = None
     clear_daily_limit: bool = False
     moderated: bool | None = None
+    digest_list: str | None = None  # with digest: take this list's daily digest, or each post
+    digest: bool | None = None
 
 
 def member_set(store: Store, actor: Actor, address: str, changes: MemberChanges) -> Done:
-    """Change a member's name, aliases, delivery, role or daily limit, within the asker's rights."""
+    """Change a member's name, aliases, delivery, role, daily limit or digest lists, within the
+    asker's rights."""
     if changes.name is not None:
         model.check_name(changes.name)
     new_aliases = tuple(parse_address(a, "alias") for a in changes.add_aliases)
@@ -362,7 +369,20 @@ def member_set(store: Store, actor: Actor, address: str, changes: MemberChanges)
             fields["daily_limit"] = None
         if changes.moderated is not None:
             fields["moderated"] = changes.moderated
+        if changes.digest_list is not None and changes.digest is not None:
+            fields["digest"] = _digest_lists(club, member, changes.digest_list, changes.digest)
         return model.replace(member, **fields)
 
     member = _update_member(store, address, update)
     return Done(f"updated {member.email}", member)
+
+
+def _digest_lists(club: Club, member: Member, list_name: str, digest: bool) -> tuple[str, ...]:
+    """The member's digest lists with *list_name* added or taken out (it must be one of theirs)."""
+    mailing_list = club.require_list(list_name)
+    if list_name not in member.lists:
+        raise ClublistError(f"{member.email} is not on {list_name}; join it first")
+    if digest and not mailing_list.archive:
+        raise ClublistError(f"{list_name} keeps no archive, so it has no digest; its posts come one by one")
+    others = tuple(n for n in member.digest if n != list_name)
+    return (*others, list_name) if digest else others

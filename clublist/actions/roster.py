@@ -1,7 +1,7 @@
 """The registry as CSV: import, export, and sync (make members.toml match the club's roster).
 
 A roster file has a header row naming its columns, any of the member fields
-(``email,name,lists,aliases,role,delivery,disabled_reason,daily_limit,moderated``;
+(``email,name,lists,aliases,role,delivery,disabled_reason,daily_limit,moderated,digest``;
 ``email`` first); a file without a header is ``email,name,lists``.  Several values in
 one cell (lists, aliases) are separated by spaces or ';'.  ``member export`` writes every
 column, so export -> import or sync gives back the same registry.

@@ -50,6 +50,10 @@ COMMANDS = {
         "clublist.cli.remind:remind",
         "Queue the reminders that have fallen due; add, list and remove reminders.",
     ),
+    "archive": Lazy(
+        "clublist.cli.archive:archive",
+        "Read, fetch, export and prune the lists' archives (var/archive/LIST, Maildir).",
+    ),
     "dkim": Lazy("clublist.cli.dkim:dkim", "Make DKIM keys and show the DNS records to publish."),
     "status": Lazy("clublist.cli.status:status", "Show the queue, held posts and whether the daemon runs."),
     "check": Lazy(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,10 @@ class App:
     out: TextIO | None = None
     # The bot sets this: commands that read local files or need a terminal refuse to run.
     by_mail: bool = False
+    # Messages a command hands the bot to attach to its reply (``archive get`` by mail).
+    attachments: list[bytes] = field(default_factory=list)
+    # What "now" is for commands that depend on it (tests pass their own).
+    clock: Callable[[], float] = time.time
 
     @functools.cached_property
     def store(self) -> Store:

@@ -204,6 +204,13 @@ def show(app: App, email: str, as_json: bool) -> None:
     default=None,
     help="Hold this member's posts for an owner's approval, or not.",
 )
+@click.option("--list", "list_name", metavar="LIST", help="The list --digest/--no-digest is about.")
+@click.option(
+    "--digest/--no-digest",
+    "digest",
+    default=None,
+    help="Read --list as one mail a day (the digest) or post by post.",
+)
 @json_option
 @pass_app
 def set_(
@@ -218,12 +225,16 @@ def set_(
     daily_limit: int | None,
     no_daily_limit: bool,
     moderated: bool | None,
+    list_name: str | None,
+    digest: bool | None,
     as_json: bool,
 ) -> None:
-    """Change a member's name, role, delivery, aliases or posting limit.
+    """Change a member's name, role, delivery, aliases, posting limit or digest.
 
-    Example: clublist member set anna@example.org --enable
+    Example: clublist member set anna@example.org --list youth --digest
     """
+    if (digest is None) != (list_name is None):
+        raise click.UsageError("--digest and --no-digest go with --list LIST (and --list with them)")
     changes = MemberChanges(
         name=name,
         role=role,
@@ -234,6 +245,8 @@ def set_(
         daily_limit=daily_limit,
         clear_daily_limit=no_daily_limit,
         moderated=moderated,
+        digest_list=list_name,
+        digest=digest,
     )
     render.done(app, member_set(app.store, app.actor, email, changes), as_json)
 

@@ -8,7 +8,7 @@ without a running daemon still gets its reminders.
 from __future__ import annotations
 
 import sys
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -72,7 +72,8 @@ def _run(app: App, *, dry_run: bool, send: bool, max_late: str, as_json: bool) -
     lateness = cron.parse_duration(max_late)
     conn = state.connect(app.state_path)
     try:
-        result = cron.run_due(app.store, conn, app.actor, max_late=lateness, dry_run=dry_run)
+        now = datetime.fromtimestamp(app.clock(), UTC)
+        result = cron.run_due(app.store, conn, app.actor, now=now, max_late=lateness, dry_run=dry_run)
     finally:
         conn.close()
     if as_json:

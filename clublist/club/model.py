@@ -338,6 +338,21 @@ class UnsubscribeSection:
 
 
 @dataclass(frozen=True)
+class ArchiveSection:
+    """What members may fetch from the lists' archives by mail (``get LIST 10-15``)."""
+
+    get_per_request: int = bounded(10, 1)
+    get_per_day: int = bounded(30, 1)
+
+
+@dataclass(frozen=True)
+class DigestSection:
+    """The daily digest: sent once a day at this time (HH:MM, site time zone) when there were posts."""
+
+    time: str = "18:00"
+
+
+@dataclass(frozen=True)
 class Site:
     """club.toml: every setting has a default, so a fresh club needs only a domain."""
 
@@ -351,6 +366,8 @@ class Site:
     dkim: DkimSection = field(default_factory=DkimSection)
     unsubscribe: UnsubscribeSection = field(default_factory=UnsubscribeSection)
     moderation: ModerationSection = field(default_factory=ModerationSection)
+    archive: ArchiveSection = field(default_factory=ArchiveSection)
+    digest: DigestSection = field(default_factory=DigestSection)
 
     @property
     def domain(self) -> str:
@@ -510,6 +527,7 @@ def site_from_toml(data: dict[str, Any]) -> Site:
     parse_domain(site.site.domain)
     parse_address(site.site.admin, "site.admin")
     _check_timezone(site.site.timezone)
+    digest_time(site)
     for selector in (site.dkim.selector, site.dkim.ed25519_selector):
         if selector:
             check_selector(selector)
@@ -572,6 +590,14 @@ def site_advice(site: Site) -> list[Advice]:
     return advice
 
 
+def digest_time(site: Site) -> tuple[int, int]:
+    """``digest.time`` as (hour, minute), or raise naming the setting."""
+    match = re.fullmatch(r"([01]?\d|2[0-3]):([0-5]\d)", site.digest.time.strip())
+    if not match:
+        raise ClublistError(f"digest.time {site.digest.time!r} is not a time of day such as 18:00")
+    return int(match[1]), int(match[2])
+
+
 def _check_timezone(name: str) -> None:
     import zoneinfo
 
@@ -613,6 +639,9 @@ class MailingList:
 
     def nonmember_policy(self, site: Site) -> str:
         return self.nonmember or site.posting.nonmember
+    # Keep every accepted post in var/archive/LIST/ (and so offer digests); 0 days: keep for ever.
+    archive: bool = True
+    archive_days: int = 0
 
     @property
     def display_name(self) -> str:
@@ -668,6 +697,8 @@ class Member:
     daily_limit: int | None = None
     # Their posts wait for a list owner's approval (``member set --moderated``).
     moderated: bool = False
+    # The lists (of ``lists``) this member reads as one daily digest instead of post by post.
+    digest: tuple[str, ...] = ()
 
     @functools.cached_property
     def key(self) -> str:
@@ -681,6 +712,9 @@ class Member:
     @property
     def receives(self) -> bool:
         return self.delivery == "enabled"
+
+    def takes_digest(self, list_name: str) -> bool:
+        return list_name in self.digest and list_name in self.lists
 
     def to_toml(self) -> dict[str, Any]:
         """The fields worth writing: defaults are left out so files stay short."""
@@ -700,6 +734,8 @@ class Member:
             out["daily_limit"] = self.daily_limit
         if self.moderated:
             out["moderated"] = True
+        if self.digest:
+            out["digest"] = list(self.digest)
         return out
 
 
@@ -727,8 +763,9 @@ def member_from_toml(data: dict[str, Any]) -> Member:
     email = parse_address(data["email"], "email")
     lists = data.get("lists", [])
     aliases = data.get("aliases", [])
-    if not isinstance(lists, list) or not isinstance(aliases, list):
-        raise ClublistError(f'{email}: lists and aliases must be lists, e.g. lists = ["youth"]')
+    digest = data.get("digest", [])
+    if not isinstance(lists, list) or not isinstance(aliases, list) or not isinstance(digest, list):
+        raise ClublistError(f'{email}: lists, aliases and digest must be lists, e.g. lists = ["youth"]')
     role = data.get("role", "member")
     if role not in ROLES:
         raise ClublistError(f"{email}: role must be one of {', '.join(ROLES)}, not {role!r}")
@@ -754,6 +791,7 @@ def member_from_toml(data: dict[str, Any]) -> Member:
         disabled_reason=reason,
         daily_limit=daily_limit,
         moderated=moderated,
+        digest=tuple(dict.fromkeys(check_list_name(n) for n in digest)),
     )
 
 

@@ -1,10 +1,12 @@
 """A post's way into the queue, shared by the SMTP listener, moderation and reminders.
 
 Decorate the message for its list, pick the recipients (every member of the
-list whose delivery is enabled, each person once), and enqueue it with the
-author's post counted, all in the caller's transaction.  Each post is also
-remembered for a day (recent_posts: author, Message-ID, a digest of its new
-text) for the hourly limit and for spotting an auto-responder's reply to it.
+list whose delivery is enabled and who does not take the digest, each person
+once), and enqueue it with the author's post counted and its archive entry
+indexed (:mod:`clublist.mail.archive`), all in the caller's transaction.  Each
+post is also remembered for a day (recent_posts: author, Message-ID, a digest
+of its new text) for the hourly limit and for spotting an auto-responder's
+reply to it.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Protocol
 
 from clublist.club.model import MailingList, Member
 from clublist.club.store import Club
-from clublist.mail import decorate
+from clublist.mail import archive, decorate
 from clublist.state import queue
 
 log = logging.getLogger(__name__)
@@ -36,12 +38,16 @@ def recipients(
     """Who gets a post: members of the list with delivery enabled, not already *covered*.
 
     *covered* (updated in place) makes a post to two lists reach a member of
-    both once.  The author is left out when the list says so.
+    both once.  The author is left out when the list says so.  A member who
+    takes the list's digest gets the post in the digest instead, which is made
+    from the archive: on a list that keeps none they get every post.
     """
     covered = set() if covered is None else covered
     found = []
     for member in club.members_of(mailing_list.name):
         if not member.receives or member.key in covered:
+            continue
+        if mailing_list.archive and member.takes_digest(mailing_list.name):
             continue
         if member.key == author_key and not mailing_list.send_to_author:
             continue
@@ -59,6 +65,7 @@ class ReadyPost:
     recipients: list[str]
     author_key: str | None
     subject: str
+    author: str = ""  # the author's address for the archive index
     text_digest: str = ""  # conversation.text_digest of its new text; "" when not read
 
     @property
@@ -104,7 +111,9 @@ def prepare_post(
         from_address=from_address,
     )
     targets = recipients(club, mailing_list, key, covered)
-    return ReadyPost(mailing_list, trace + content, targets, key, subject)
+    sender = from_address or decorate.sole_address(message, "From")
+    shown = key or (sender.addr_spec if sender else "")
+    return ReadyPost(mailing_list, trace + content, targets, key, subject, author=shown)
 
 
 def today(now: float) -> str:
@@ -150,19 +159,28 @@ def posted_text_before(conn: sqlite3.Connection, author_key: str, digest: str, s
 
 
 def enqueue_post(conn: sqlite3.Connection, club: Club, post: ReadyPost, now: float) -> str:
-    """Queue a decorated post and count it against its author's limits, in the caller's
-    transaction.  Every producer of posts (SMTP, moderation, reminders) ends here."""
-    queue_id = queue.enqueue(
-        conn,
-        kind="post",
-        sender=club.site.bounce_address,
-        recipients=post.recipients,
-        content=post.content,
-        now=now,
-        list_name=post.mailing_list.name,
-        verp=club.site.delivery.verp,
-        subject=post.subject,
-    )
+    """Queue a decorated post, archive it and count it against its author's limits, in the
+    caller's transaction.  Every producer of posts (SMTP, moderation, reminders) ends here.
+
+    Returns the queue id, "" when nobody receives the post one by one (it is still archived,
+    so digest readers get it)."""
+    if post.mailing_list.archive:
+        archive.record(
+            conn, post.mailing_list.name, post.content, author=post.author, subject=post.subject, now=now
+        )
+    queue_id = ""
+    if post.recipients:
+        queue_id = queue.enqueue(
+            conn,
+            kind="post",
+            sender=club.site.bounce_address,
+            recipients=post.recipients,
+            content=post.content,
+            now=now,
+            list_name=post.mailing_list.name,
+            verp=club.site.delivery.verp,
+            subject=post.subject,
+        )
     if post.author_key:
         conn.execute(
             "INSERT INTO post_counts (address, day, count) VALUES (?, ?, 1)"

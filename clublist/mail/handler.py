@@ -803,9 +803,7 @@ class InboundHandler:
                 )
                 return f"held:{held_id}"
             if isinstance(outcome, Posted):
-                return (
-                    posting.enqueue_post(conn, club, outcome.ready, now) if outcome.ready.recipients else ""
-                )
+                return posting.enqueue_post(conn, club, outcome.ready, now)
             if not outcome.recipients:
                 return ""
             return queue.enqueue(

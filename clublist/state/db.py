@@ -200,6 +200,42 @@ MIGRATIONS: list[tuple[str, str]] = [
         ) WITHOUT ROWID;
         """,
     ),
+    (
+        "archive",
+        """
+        CREATE TABLE archive (
+            list_name TEXT NOT NULL,
+            number INTEGER NOT NULL,
+            created REAL NOT NULL,
+            author TEXT NOT NULL DEFAULT '',
+            subject TEXT NOT NULL DEFAULT '',
+            maildir_key TEXT NOT NULL,
+            content BLOB,
+            PRIMARY KEY (list_name, number)
+        );
+        CREATE INDEX archive_unfiled ON archive (list_name) WHERE content IS NOT NULL;
+        CREATE INDEX archive_created ON archive (created);
+        CREATE TABLE archive_numbers (
+            list_name TEXT PRIMARY KEY,
+            last INTEGER NOT NULL
+        ) WITHOUT ROWID;
+        CREATE TABLE archive_fetches (
+            address TEXT NOT NULL,
+            day TEXT NOT NULL,
+            count INTEGER NOT NULL,
+            PRIMARY KEY (address, day)
+        ) WITHOUT ROWID;
+        CREATE TABLE digest_runs (
+            list_name TEXT NOT NULL,
+            day TEXT NOT NULL,
+            sent REAL NOT NULL,
+            last_number INTEGER NOT NULL,
+            posts INTEGER NOT NULL DEFAULT 0,
+            queue_id TEXT NOT NULL DEFAULT '',
+            PRIMARY KEY (list_name, day)
+        ) WITHOUT ROWID;
+        """,
+    ),
 ]
 
 

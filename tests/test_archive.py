@@ -1,0 +1,198 @@
+"""Archives through a real ``clublist run``: posts are kept, listed, exported, fetched by mail, pruned.
+
+One daemon and one SMTP sink for the module; the CLI runs in-process (CliRunner) on the same
+lists.d and state database, with its own clock where time matters.
+"""
+
+from __future__ import annotations
+
+import json
+import mailbox
+import signal
+import smtplib
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from daemon import DaemonProcess
+from mta import RemoteMTA
+
+from clublist.actions import Actor
+from clublist.actions.config import config_set, init_club
+from clublist.actions.lists import list_create
+from clublist.actions.members import member_add
+from clublist.cli import main
+from clublist.cli.app import App
+from clublist.club.store import Store
+
+SUBJECTS = ["Training moved", "Shoes for the match", "Summer camp"]
+
+
+@dataclass
+class Club:
+    directory: Path
+    state: Path
+    sink: RemoteMTA
+    daemon: DaemonProcess
+
+    def cli(self, *args: str, clock: float | None = None) -> str:
+        app = App(self.directory, self.state, clock=(lambda: clock) if clock is not None else time.time)
+        result = CliRunner().invoke(main, list(args), obj=app, catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    def send(self, sender: str, to: str, subject: str, text: str = "Hello.\n") -> None:
+        message = EmailMessage()
+        message["From"] = sender
+        message["To"] = to
+        message["Subject"] = subject
+        message["Message-ID"] = f"<{abs(hash((sender, subject, text)))}@example.org>"
+        message.set_content(text)
+        with smtplib.SMTP("127.0.0.1", self.daemon.port, timeout=30) as client:
+            assert client.send_message(message, sender, [to]) == {}
+
+    def received(self, address: str) -> list[EmailMessage]:
+        """What the sink took for *address* (wait_for holds the sink's lock while it asks)."""
+        return [t.message for t in list(self.sink.transactions) if address in t.rcpt_tos]
+
+
+def make_club(directory: Path) -> None:
+    init_club(directory, "myclub.org", "admin@myclub.org", "My Club", "Europe/Berlin")
+    store = Store(directory)
+    config_set(store, Actor.shell(), "listen.trusted_networks", ["127.0.0.0/8"])  # posts from here count
+    list_create(store, Actor.shell(), "youth", prefix="[Youth]")
+    list_create(store, Actor.shell(), "trainer", archive_days=7)
+    for address, lists in (
+        ("anna@example.org", ("youth",)),
+        ("dora@example.org", ("youth",)),
+        ("carl@example.org", ("trainer",)),
+    ):
+        member_add(store, Actor.shell(), address, address.partition("@")[0].title(), lists)
+    with (directory / "club.toml").open("a") as toml:
+        toml.write("\n[archive]\nget_per_request = 3\nget_per_day = 4\n")
+
+
+@pytest.fixture(scope="module")
+def club(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Club]:
+    directory = tmp_path_factory.mktemp("archive") / "lists.d"
+    make_club(directory)
+    state = directory.parent / "var" / "clublist.sqlite3"
+    with RemoteMTA() as sink, DaemonProcess(directory, state, smarthost=f"127.0.0.1:{sink.port}") as daemon:
+        found = Club(directory, state, sink, daemon)
+        for subject in SUBJECTS:
+            found.send("anna@example.org", "youth@myclub.org", subject)
+        assert sink.wait_for(lambda s: len(found.received("dora@example.org")) == 3)
+        yield found
+
+
+def test_three_posts_are_listed_with_numbers_and_subjects(club: Club) -> None:
+    rows = json.loads(club.cli("archive", "ls", "youth", "--json"))
+    assert [(r["number"], r["subject"]) for r in rows] == list(enumerate(SUBJECTS, 1))
+    assert {r["author"] for r in rows} == {"anna@example.org"}
+    searched = json.loads(club.cli("archive", "ls", "youth", "--search", "camp", "--json"))
+    assert [r["number"] for r in searched] == [3]
+
+
+def eventually(predicate: Callable[[], bool], timeout: float = 30.0) -> bool:
+    """Whether *predicate* comes to hold within *timeout* (checked every 20 ms)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        threading.Event().wait(0.02)
+    return True
+
+
+def test_each_post_is_a_maildir_entry_as_distributed(club: Club) -> None:
+    folder = club.state.parent / "archive" / "youth"
+    assert eventually(lambda: len(list((folder / "new").iterdir())) == 3)
+    box = mailbox.Maildir(folder, create=False)
+    archived = sorted(box, key=lambda m: str(m["Subject"]))
+    assert [str(m["Subject"]) for m in archived] == sorted(f"[Youth] {s}" for s in SUBJECTS)
+    # Decorated (List-Id) but without what the worker adds per recipient or at sending.
+    assert all(m["List-Id"] and not m["DKIM-Signature"] for m in archived)
+
+
+def test_export_writes_an_mbox_with_the_same_posts(club: Club, tmp_path: Path) -> None:
+    target = tmp_path / "youth.mbox"
+    assert club.cli("archive", "export", "youth", str(target)).startswith("exported 3 posts")
+    exported = list(mailbox.mbox(target))
+    delivered = club.received("dora@example.org")
+    assert [m["Message-ID"] for m in exported] == [m["Message-ID"] for m in delivered]
+    assert [m["Subject"] for m in exported] == [f"[Youth] {s}" for s in SUBJECTS]
+
+
+def test_show_prints_one_post(club: Club) -> None:
+    assert "Subject: [Youth] Shoes for the match" in club.cli("archive", "show", "youth", "2")
+
+
+def _bot_reply(club: Club, address: str, count: int) -> EmailMessage:
+    assert club.sink.wait_for(
+        lambda s: len([m for m in club.received(address) if m["Auto-Submitted"]]) >= count
+    )
+    return [m for m in club.received(address) if m["Auto-Submitted"]][count - 1]
+
+
+def test_a_member_fetches_the_index_and_a_post_by_mail(club: Club) -> None:
+    club.send("anna@example.org", "bot@myclub.org", "Request", "index youth\nget youth 2\n")
+    reply = _bot_reply(club, "anna@example.org", 1)
+    text = reply.get_body(("plain",)).get_content()
+    for number, subject in enumerate(SUBJECTS, 1):
+        assert f"{number}" in text and subject in text
+    attached = [part for part in reply.iter_attachments() if part.get_content_type() == "message/rfc822"]
+    assert len(attached) == 1
+    assert attached[0].get_content()["Subject"] == "[Youth] Shoes for the match"
+
+
+def test_a_club_member_not_on_the_list_is_refused(club: Club) -> None:
+    club.send("carl@example.org", "bot@myclub.org", "Request", "index youth\nget youth 1\n")
+    reply = _bot_reply(club, "carl@example.org", 1)
+    text = reply.get_body(("plain",)).get_content()
+    assert text.count("only members of youth may read its archive") == 2
+    assert not list(reply.iter_attachments())
+
+
+def test_more_than_the_daily_cap_is_refused_politely(club: Club) -> None:
+    lines = "get youth 1-4\nget youth 1-3\nget youth 1-3\n"
+    club.send("dora@example.org", "bot@myclub.org", "Request", lines)
+    reply = _bot_reply(club, "dora@example.org", 1)
+    text = reply.get_body(("plain",)).get_content()
+    assert "at most 3 posts per request" in text
+    assert "at most 4 archived posts a day" in text and "please ask again tomorrow" in text
+    assert len(list(reply.iter_attachments())) == 3
+
+
+def test_retention_prunes_entries_older_than_archive_days(club: Club) -> None:
+    club.send("carl@example.org", "trainer@myclub.org", "Old news")
+    assert club.sink.wait_for(lambda s: len(club.received("carl@example.org")) == 1)
+    now = time.time()
+    kept = json.loads(club.cli("archive", "prune", "--json", clock=now + 6 * 86400))
+    assert kept["record"] == {"trainer": 0}
+    assert len(json.loads(club.cli("archive", "ls", "trainer", "--json"))) == 1
+    result = json.loads(club.cli("archive", "prune", "--json", clock=now + 8 * 86400))
+    assert result["record"] == {"trainer": 1}
+    assert json.loads(club.cli("archive", "ls", "trainer", "--json")) == []
+    assert not list(mailbox.Maildir(club.state.parent / "archive" / "trainer", create=False).keys())
+    assert len(json.loads(club.cli("archive", "ls", "youth", "--json"))) == 3  # youth keeps everything
+
+
+def test_sigkill_right_after_250_ends_delivered_and_archived(tmp_path: Path) -> None:
+    directory = tmp_path / "lists.d"
+    make_club(directory)
+    state = directory.parent / "var" / "clublist.sqlite3"
+    with RemoteMTA() as sink:
+        smarthost = f"127.0.0.1:{sink.port}"
+        daemon = DaemonProcess(directory, state, smarthost=smarthost).start()
+        club = Club(directory, state, sink, daemon)
+        club.send("anna@example.org", "youth@myclub.org", "Killed at once")
+        daemon.stop(signal.SIGKILL)
+        with DaemonProcess(directory, state, smarthost=smarthost):
+            assert sink.wait_for(lambda s: len(club.received("dora@example.org")) == 1)
+        box = mailbox.Maildir(state.parent / "archive" / "youth", create=False)
+        assert [str(m["Subject"]) for m in box] == ["[Youth] Killed at once"]
+        assert json.loads(club.cli("archive", "ls", "youth", "--json"))[0]["number"] == 1

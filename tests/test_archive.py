@@ -196,3 +196,19 @@ def test_sigkill_right_after_250_ends_delivered_and_archived(tmp_path: Path) -> 
         box = mailbox.Maildir(state.parent / "archive" / "youth", create=False)
         assert [str(m["Subject"]) for m in box] == ["[Youth] Killed at once"]
         assert json.loads(club.cli("archive", "ls", "youth", "--json"))[0]["number"] == 1
+
+
+def test_the_digest_choice_round_trips_through_export_and_sync(tmp_path: Path) -> None:
+    directory = tmp_path / "lists.d"
+    make_club(directory)
+    app = App(directory, tmp_path / "state.sqlite3")
+    runner = CliRunner()
+    result = runner.invoke(main, ["member", "set", "anna@example.org", "--list", "youth", "--digest"], obj=app)
+    assert result.exit_code == 0, result.output
+    exported = runner.invoke(main, ["member", "export"], obj=app).output
+    assert "anna@example.org,Anna,youth,,member,enabled,,,false,youth" in exported.splitlines()
+    runner.invoke(main, ["member", "set", "anna@example.org", "--list", "youth", "--no-digest"], obj=app)
+    assert Store(directory).load().member("anna@example.org").digest == ()
+    synced = runner.invoke(main, ["member", "sync", "-", "--yes"], obj=app, input=exported)
+    assert synced.exit_code == 0, synced.output
+    assert Store(directory).load().member("anna@example.org").digest == ("youth",)

@@ -96,9 +96,9 @@ def test_import_dry_run_then_import(cli: Runner) -> None:
     cli("member", "import", "-", input=csv)
     exported = cli("member", "export").stdout
     assert exported.splitlines() == [
-        "email,name,lists,aliases,role,delivery,disabled_reason,daily_limit,moderated",
-        "anna@example.org,Anna,youth,,member,enabled,,,false",
-        "bob@example.org,Bob,,,member,enabled,,,false",
+        "email,name,lists,aliases,role,delivery,disabled_reason,daily_limit,moderated,digest",
+        "anna@example.org,Anna,youth,,member,enabled,,,false,",
+        "bob@example.org,Bob,,,member,enabled,,,false,",
     ]
 
 

@@ -203,7 +203,9 @@ def test_the_digest_choice_round_trips_through_export_and_sync(tmp_path: Path) -
     make_club(directory)
     app = App(directory, tmp_path / "state.sqlite3")
     runner = CliRunner()
-    result = runner.invoke(main, ["member", "set", "anna@example.org", "--list", "youth", "--digest"], obj=app)
+    result = runner.invoke(
+        main, ["member", "set", "anna@example.org", "--list", "youth", "--digest"], obj=app
+    )
     assert result.exit_code == 0, result.output
     exported = runner.invoke(main, ["member", "export"], obj=app).output
     assert "anna@example.org,Anna,youth,,member,enabled,,,false,youth" in exported.splitlines()

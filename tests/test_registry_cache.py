@@ -10,7 +10,10 @@ import pytest
 from clublist.actions import Actor
 from clublist.actions.members import MemberChanges, member_add, member_remove, member_set
 from clublist.club import cache
+from clublist.club import store as store_module
+from clublist.club.model import Member
 from clublist.club.store import MEMBERS_FILE, Store, parse_members
+from clublist.errors import ClublistError
 
 ADMIN = Actor.shell()
 
@@ -71,3 +74,50 @@ def test_the_cache_is_what_a_reader_gets_while_the_file_is_unchanged(cached: Sto
     assert [m.email for m in cached.load().members] == ["planted@example.org"]
     path.write_text(path.read_text())  # any write: the file is read again
     assert [m.email for m in cached.load().members] == ["anna@example.org"]
+
+
+def test_every_field_survives_the_cache(cached: Store) -> None:
+    everything = Member(
+        email="Anna.Berg@Example.org",
+        name="Anna Berg",
+        lists=("youth", "board"),
+        aliases=("anna@home.example",),
+        role="admin",
+        delivery="disabled",
+        disabled_reason="bounces: 5.1.1",
+        daily_limit=3,
+    )
+    plain = Member(email="bo@example.org", lists=("youth", "board"))
+    source = cache.identity(cached.path(MEMBERS_FILE).stat())
+    cache.write(cached.cache_dir, source, [everything, plain])
+    read = cache.read(cached.cache_dir, source)
+    assert read == [everything, plain]
+    assert [m.key for m in read] == ["anna.berg@example.org", "bo@example.org"]
+    assert read[0].lists is read[1].lists  # one tuple for the same lists, as parsing shares them
+    assert not hasattr(read[0], "__dict__")
+
+
+def test_a_registry_read_in_pieces_is_the_file_read_whole(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A [[member]] line inside a multi-line string is not a place to cut the file."""
+    monkeypatch.setattr(store_module, "_PIECE", 2)
+    blocks = [f'[[member]]\nemail = "m{n}@example.org"\nlists = ["youth"]\n' for n in range(7)]
+    blocks[3] += 'disabled_reason = """bounced\n[[member]]\nemail = "x@example.org"\n"""\n'
+    text = "# members\n" + "\n".join(blocks)
+    path = tmp_path / MEMBERS_FILE
+    members = parse_members(path, text)
+    assert [m.email for m in members] == [f"m{n}@example.org" for n in range(7)]
+    assert members[3].disabled_reason == 'bounced\n[[member]]\nemail = "x@example.org"\n'
+    assert members[0].lists is members[6].lists
+
+
+def test_a_wrong_record_far_into_the_file_is_reported_with_its_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(store_module, "_PIECE", 2)
+    blocks = [f'[[member]]\nemail = "m{n}@example.org"\n' for n in range(7)]
+    blocks[5] = '[[member]]\nemail = "not an address"\n'
+    text = "\n".join(blocks)
+    with pytest.raises(ClublistError, match=rf"{MEMBERS_FILE}:16: email 'not an address'"):
+        parse_members(tmp_path / MEMBERS_FILE, text)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
+import sys
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -683,9 +684,21 @@ def coerce_list_setting(key: str, value: Any) -> Any:
 # --- members (members.toml) -------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Member:
-    """A person of the club: one address, optional aliases they also post from, their lists."""
+class _Keyed:
+    """Room for a record's comparison key beside its fields: a slot, so no per-record dict."""
+
+    __slots__ = ("_key",)
+    _key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Member(_Keyed):
+    """A person of the club: one address, optional aliases they also post from, their lists.
+
+    A daemon holds one per member (50,000 in a big club), so the record has slots and no
+    ``__dict__``; the registry shares equal values between records (list names and tuples
+    of them, and the key with the email when it is already lower case).
+    """
 
     email: str
     name: str = ""
@@ -700,10 +713,15 @@ class Member:
     # The lists (of ``lists``) this member reads as one daily digest instead of post by post.
     digest: tuple[str, ...] = ()
 
-    @functools.cached_property
+    @property
     def key(self) -> str:
         """The email as addresses are compared (computed once: a 50,000-member club asks often)."""
-        return address_key(self.email)
+        try:
+            return self._key
+        except AttributeError:
+            key = address_key(self.email)
+            object.__setattr__(self, "_key", self.email if key == self.email else key)
+            return self._key
 
     @property
     def is_admin(self) -> bool:
@@ -784,10 +802,11 @@ def member_from_toml(data: dict[str, Any]) -> Member:
     return Member(
         email=email,
         name=check_name(data.get("name", "")),
-        lists=tuple(dict.fromkeys(check_list_name(n) for n in lists)),
+        # Interned: a list's name is then one string however many members are on the list.
+        lists=tuple(dict.fromkeys(sys.intern(check_list_name(n)) for n in lists)),
         aliases=tuple(parse_address(a, "alias") for a in aliases),
-        role=role,
-        delivery=delivery,
+        role="admin" if role == "admin" else "member",  # the constants, not a copy per member
+        delivery="enabled" if delivery == "enabled" else "disabled",
         disabled_reason=reason,
         daily_limit=daily_limit,
         moderated=moderated,

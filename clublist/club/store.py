@@ -310,34 +310,67 @@ MEMBERS_HEADER = """\
 
 
 def parse_members(path: Path, text: str) -> list[Member]:
-    """Parse members.toml, reporting a bad or duplicated entry with its line number."""
-    data = parse_toml(path, text)
-    unknown = set(data) - {"member"}
-    if unknown:
-        raise ClublistError(f"{path}: unknown key {sorted(unknown)[0]!r}; each member is a [[member]] table")
-    tables = data.get("member", [])
-    if not isinstance(tables, list):
-        raise ClublistError(f"{path}: 'member' must be written as [[member]] tables")
+    """Parse members.toml, reporting a bad or duplicated entry with its line number.
+
+    The text is read a thousand ``[[member]]`` tables at a time: tomllib's reading of a whole
+    50,000-member file is some 35 MB of dicts at once, which a daemon would keep as its peak
+    and, fragmented, much of it as its size.  Cutting at header lines cannot change what the
+    file means (a cut inside a multi-line string or array leaves a piece that does not parse);
+    when a piece does not parse or holds a wrong record, the whole file is read at once, so
+    the error names its line as before.
+    """
+    try:
+        return _members_from(path, text, _pieces(text))
+    except ClublistError:
+        return _members_from(path, text, [text])
+
+
+_PIECE = 1000  # [[member]] tables per piece
+
+
+def _pieces(text: str) -> Iterator[str]:
+    """*text* cut before every thousandth ``[[member]]`` header."""
+    cuts = [m.start() for i, m in enumerate(_MEMBER_HEADER.finditer(text)) if i % _PIECE == 0]
+    for start, end in zip([0, *cuts], [*cuts, len(text)], strict=True):
+        yield text[start:end]
+
+
+def _members_from(path: Path, text: str, pieces: Iterable[str]) -> list[Member]:
     members: list[Member] = []
     seen: dict[str, int] = {}
-    for index, table in enumerate(tables):
-        try:
-            if not isinstance(table, dict):
-                raise ClublistError("each member must be a table")
-            member = member_from_toml(table)
-            for address in (member.email, *member.aliases):
-                key = address_key(address)
-                if key in seen:
-                    raise ClublistError(
-                        f"{address} is already used by member #{seen[key] + 1}; "
-                        "an address may belong to one member only"
-                    )
-                seen[key] = index
-        except ClublistError as exc:
+    shared: dict[tuple[str, ...], tuple[str, ...]] = {}  # one tuple per combination of lists
+    for piece in pieces:
+        data = parse_toml(path, piece)
+        unknown = set(data) - {"member"}
+        if unknown:
             raise ClublistError(
-                f"{table_location(path, text, _MEMBER_HEADER, index, len(tables), 'member')}: {exc}"
-            ) from None
-        members.append(member)
+                f"{path}: unknown key {sorted(unknown)[0]!r}; each member is a [[member]] table"
+            )
+        tables = data.get("member", [])
+        if not isinstance(tables, list):
+            raise ClublistError(f"{path}: 'member' must be written as [[member]] tables")
+        for table in tables:
+            index = len(members)
+            try:
+                if not isinstance(table, dict):
+                    raise ClublistError("each member must be a table")
+                member = member_from_toml(table)
+                lists = shared.setdefault(member.lists, member.lists)
+                if lists is not member.lists:
+                    object.__setattr__(member, "lists", lists)  # an equal tuple: the record is the same
+                for address in (member.email, *member.aliases):
+                    key = address_key(address)
+                    if key in seen:
+                        raise ClublistError(
+                            f"{address} is already used by member #{seen[key] + 1}; "
+                            "an address may belong to one member only"
+                        )
+                    seen[key] = index
+            except ClublistError as exc:
+                raise ClublistError(
+                    f"{table_location(path, text, _MEMBER_HEADER, index, len(tables), 'member')}: {exc}"
+                ) from None
+            members.append(member)
     return members
 
 

@@ -88,6 +88,7 @@ class Reached:
     connections: int
     first: float  # time.monotonic() at the end of the first transaction since reset
     last: float  # time.monotonic() when the target was reached
+    suffix: str = ""  # the wait's address suffix, if it had one
 
 
 class SinkError(RuntimeError):
@@ -174,16 +175,20 @@ class SinkProcess:
     def save(self, path: Path) -> int:
         return int(self.command(f"save {path}").split()[1])
 
-    def start_wait(self, rcpts: int, timeout: float, *, rcpt_commands: bool = False) -> None:
-        """Ask the sink to answer once *rcpts* arrived; collect the answer with :meth:`reached`."""
-        self.send(f"{'waitrcpt' if rcpt_commands else 'wait'} {rcpts} {timeout}")
+    def start_wait(
+        self, rcpts: int, timeout: float, *, rcpt_commands: bool = False, suffix: str = ""
+    ) -> None:
+        """Ask the sink to answer once *rcpts* arrived (those ending with *suffix*, if given);
+        collect the answer with :meth:`reached`."""
+        self.send(f"{'waitrcpt' if rcpt_commands else 'wait'} {rcpts} {timeout} {suffix}".rstrip())
 
     def reached(self, timeout: float) -> Reached:
         line = self._reply(timeout + 5)
         words = line.split()
         if words[0] != "reached":
             raise SinkError(f"sink: {line}")
-        return Reached(int(words[1]), int(words[2]), int(words[3]), float(words[4]), float(words[5]))
+        suffix = words[6] if len(words) > 6 else ""
+        return Reached(int(words[1]), int(words[2]), int(words[3]), float(words[4]), float(words[5]), suffix)
 
 
 # --- a club on disk ---------------------------------------------------------------
@@ -202,10 +207,12 @@ def make_club(
     lists: dict[str, int],
     *,
     settings: dict[str, str] | None = None,
+    extra: dict[str, Sequence[str]] | None = None,
 ) -> Club:
     """A club for myclub.org whose list NAME has the first N members m00000@example.org ...
 
-    The author of every post is m00000@example.org, a member of every list.
+    The author of every post is m00000@example.org, a member of every list.  *extra*: more
+    members by list, each on that list alone (the ``lists`` entry may be 0).
     Built with :mod:`clublist.actions` (one import for all members).
     """
     from clublist.actions import Actor
@@ -229,7 +236,9 @@ def make_club(
     for i in range(total):
         names = " ".join(name for name, size in lists.items() if i < size)
         rows.append(f"{member_address(i)},Member {i},{names}")
-    if total:
+    for name, addresses in (extra or {}).items():
+        rows += [f"{address},,{name}" for address in addresses]
+    if len(rows) > 1:
         member_import(store, shell, "\n".join(rows) + "\n")
     return Club(root, directory, root / "var" / "clublist.sqlite3", member_address(0))
 

@@ -12,12 +12,15 @@ which on Linux is CLOCK_MONOTONIC and so comparable across processes):
     zero the counters; answers ``ok``.
 ``count``
     ``count RCPTS TRANSACTIONS CONNECTIONS RCPT_COMMANDS``.
-``wait N TIMEOUT``
+``wait N TIMEOUT [SUFFIX]``
     answers once N recipients have been accepted in completed transactions
     since the last reset: ``reached RCPTS TRANSACTIONS CONNECTIONS T_FIRST T_LAST``
     (T_FIRST: end of the first transaction, T_LAST: end of the one that
     reached N), or ``timeout RCPTS TRANSACTIONS CONNECTIONS`` after TIMEOUT
     seconds.  Other commands keep being answered while a wait is pending.
+    With SUFFIX (e.g. ``@small.example.net``), only recipients ending with
+    it count, from the moment of the command, and the answer ends with
+    SUFFIX: so two waits can run side by side, one per post.
 ``waitrcpt N TIMEOUT``
     the same, counting RCPT commands seen whatever the reply (for ``defer``).
 ``mode accept|defer|reject|stall``
@@ -71,6 +74,8 @@ class _Waiter:
     target: int
     counter: Literal["rcpts", "rcpt_commands"]
     future: asyncio.Future[float] = field(repr=False)
+    suffix: str = ""  # count only the recipients ending with this (in `seen`)
+    seen: int = 0
 
 
 class CountingHandler:
@@ -101,12 +106,17 @@ class CountingHandler:
             counters.first = now
         counters.last = now
         self.last_content = envelope.original_content or b""
+        for waiter in self.waiters:
+            if waiter.suffix:
+                waiter.seen += sum(1 for rcpt in envelope.rcpt_tos if rcpt.endswith(waiter.suffix))
         self._check_waiters(now)
         return "250 2.0.0 OK"
 
-    def wait(self, target: int, what: Literal["rcpts", "rcpt_commands"]) -> asyncio.Future[float]:
+    def wait(
+        self, target: int, what: Literal["rcpts", "rcpt_commands"], suffix: str = ""
+    ) -> asyncio.Future[float]:
         future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
-        self.waiters.append(_Waiter(target, what, future))
+        self.waiters.append(_Waiter(target, what, future, suffix))
         self._check_waiters(time.monotonic())
         return future
 
@@ -114,7 +124,8 @@ class CountingHandler:
         if not self.waiters:
             return
         for waiter in list(self.waiters):
-            if getattr(self.counters, waiter.counter) >= waiter.target:
+            count = waiter.seen if waiter.suffix else getattr(self.counters, waiter.counter)
+            if count >= waiter.target:
                 self.waiters.remove(waiter)
                 if not waiter.future.done():
                     waiter.future.set_result(now)
@@ -215,16 +226,18 @@ class Sink:
 
     async def _wait(self, words: list[str]) -> None:
         target, timeout = int(words[1]), float(words[2]) if len(words) > 2 else 600.0
+        suffix = words[3] if len(words) > 3 else ""
         what: Literal["rcpts", "rcpt_commands"] = "rcpts" if words[0] == "wait" else "rcpt_commands"
-        future = self.handler.wait(target, what)
+        future = self.handler.wait(target, what, suffix)
         try:
             reached = await asyncio.wait_for(future, timeout)
         except TimeoutError:
             c = self.handler.counters
-            say(f"timeout {c.rcpts} {c.transactions} {c.connections}")
+            say(f"timeout {c.rcpts} {c.transactions} {c.connections} {suffix}".rstrip())
             return
         c = self.handler.counters
-        say(f"reached {c.rcpts} {c.transactions} {c.connections} {c.first:.6f} {reached:.6f}")
+        times = f"{c.first:.6f} {reached:.6f}"
+        say(f"reached {c.rcpts} {c.transactions} {c.connections} {times} {suffix}".rstrip())
 
 
 def say(line: str) -> None:

@@ -17,12 +17,17 @@ clublist delivered (its exact decorated bytes, saved by the sink) to the
 same N recipients, in sequential transactions of 100 RCPTs (MAIL FROM,
 100 x RCPT TO, DATA), then QUIT; timed the same way.
 
-For information only (no target): the same bare loop spread over
-``--parallel`` connections (default 20, clublist's default
-per_destination_concurrency), which shows how close clublist comes to what
-the sink can take; and the CPU time each side used per recipient (the
-daemon process for clublist, counted until its queue is settled; this
-process for the bare loop; the sink in both).
+The second baseline, measured the same way in every repetition: the same
+bare loop spread over ``--parallel`` connections (default 20, the same
+parallelism clublist uses: its default per_destination_concurrency), which
+shares the transactions out as clublist does; target: clublist's time at
+most 1.0x of it for 1,000 and 10,000, signing off and on.  A ratio
+against a loop that uses one core assumes a second core is idle for the
+sink: on a loaded machine clublist (which needs the daemon and the sink
+busy at once) loses more than the one-connection loop.  For information:
+the CPU time each side used per recipient (the daemon process for
+clublist, counted until its queue is settled; this process for the bare
+loops; the sink in both).
 
 With ``--verp-sizes``, the same is done with ``delivery.verp = true``
 (one transaction per recipient); its baselines then send one RCPT per
@@ -135,6 +140,7 @@ class SizeResult:
                 parallel_rate=self.n / p,
                 parallel_cpu_us_per_rcpt=self._cpu_us(self.parallel, "sender_cpu"),
                 rate_ratio_vs_parallel=p / c,
+                time_ratio_vs_parallel=c / p,
             )
         return summary
 
@@ -362,8 +368,9 @@ def report(result: SizeResult) -> None:
     )
     if result.parallel:
         say(
-            f"  info: bare x{result.parallel_connections:<3}: {fmt_times(s['parallel_seconds'])} s"  # type: ignore[arg-type]
-            f" = {s['parallel_rate']:,.0f} rcpt/s; clublist reaches {s['rate_ratio_vs_parallel']:.2f}x of it"
+            f"  bare loop x{result.parallel_connections:<3}: {fmt_times(s['parallel_seconds'])} s"  # type: ignore[arg-type]
+            f" = {s['parallel_rate']:,.0f} rcpt/s; time clublist/bare x{result.parallel_connections}"
+            f" {s['time_ratio_vs_parallel']:.2f}x"
         )
     say(
         f"  info: CPU/rcpt : clublist daemon {s['clublist_cpu_us_per_rcpt']:.0f} us"
@@ -382,7 +389,7 @@ def main() -> None:
     parser.add_argument("--verp-sizes", default="1000,10000", help="list sizes with delivery.verp = true")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument(
-        "--parallel", type=int, default=20, help="connections of the informative bare loop (0: off)"
+        "--parallel", type=int, default=20, help="connections of the second bare loop (0: off)"
     )
     parser.add_argument("--timeout", type=float, default=300.0, help="per measurement, seconds")
     parser.add_argument(

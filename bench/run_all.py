@@ -10,6 +10,7 @@ a benchmark failed to run.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -23,7 +24,7 @@ from typing import Any
 
 from benchlib import BENCH_DIR, PYTHON, REPO, argument_parser, say, temporary_root
 
-BENCHES = ("fanout", "inbound", "inbound_parts", "cli", "memory")
+BENCHES = ("fanout", "headofline", "inbound", "inbound_parts", "cli", "memory")
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,23 @@ def _signing_cost(results: dict[str, Any]) -> tuple[float, str]:
     ratio = signed["clublist_median_s"] / unsigned["clublist_median_s"]
     return ratio, (
         f"{ratio:.2f}x ({signed['clublist_median_s']:.3f} s vs {unsigned['clublist_median_s']:.3f} s)"
+    )
+
+
+def _versus_parallel(results: dict[str, Any], n: int, signing: str) -> tuple[float, str]:
+    entry = _fanout(results, n, False, signing)
+    if "time_ratio_vs_parallel" not in entry:
+        raise KeyError("no bare loop over several connections (--parallel 0)")
+    return entry["time_ratio_vs_parallel"], (
+        f"{entry['time_ratio_vs_parallel']:.2f}x ({entry['clublist_median_s']:.3f} s vs"
+        f" {entry['parallel_median_s']:.3f} s)"
+    )
+
+
+def _head_of_line(results: dict[str, Any]) -> tuple[float, str]:
+    entry = next(e for e in results["headofline"] if not e["verp"])
+    return entry["behind_median_s"], (
+        f"{entry['behind_median_s'] * 1000:.1f} ms (alone {entry['alone_median_s'] * 1000:.1f} ms)"
     )
 
 
@@ -99,6 +117,24 @@ TARGETS = [
         "<= 1.10x",
         _signing_cost,
         lambda v: v <= 1.1,
+    ),
+    *(
+        Target(
+            f"fan-out to {n:,}, signing {signing}: vs bare loop x20",
+            "fanout",
+            "<= 1.00x",
+            functools.partial(_versus_parallel, n=n, signing=signing),
+            lambda v: v <= 1.0,
+        )
+        for n in (1000, 10000)
+        for signing in ("off", "dkim")
+    ),
+    Target(
+        "30-member post behind one to 10,000: 250 to last",
+        "headofline",
+        "<= 50 ms",
+        _head_of_line,
+        lambda v: v <= 0.05,
     ),
     Target(
         "inbound, 250 after commit, vs bare aiosmtpd",
@@ -176,6 +212,7 @@ def run_bench(name: str, quick: bool, out: Path) -> bool:
         args += {
             "fanout": ["--reps", "1"],
             "inbound": ["--reps", "1"],
+            "headofline": ["--reps", "1"],
             "cli": ["--runs", "10", "--store-runs", "3"],
         }.get(name, [])
     say(f"\n=== {name}: {' '.join(args[1:])}")

@@ -276,10 +276,12 @@ def _advice(
                         f"correct the list name in {MEMBERS_FILE} or run 'clublist list create {name}'",
                     )
                 )
-    by_key = {m.key: m for m in members}
+    # Only the owners are looked up: a map of every member would be a second registry's worth.
+    owner_keys = {address_key(owner) for mailing_list in lists.values() for owner in mailing_list.owners}
+    owners = {m.key: m for m in members if m.key in owner_keys}
     for mailing_list in lists.values():
         for owner in mailing_list.owners:
-            owner_member = by_key.get(address_key(owner))
+            owner_member = owners.get(address_key(owner))
             if owner_member is not None and not owner_member.receives:
                 advice.append(
                     Advice(

@@ -218,7 +218,7 @@ def make_club(
     from clublist.actions import Actor
     from clublist.actions.config import config_set, init_club
     from clublist.actions.lists import list_create
-    from clublist.actions.members import member_import
+    from clublist.actions.roster import member_import
     from clublist.club.store import Store
 
     directory = root / "lists.d"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -86,12 +87,15 @@ def test_every_field_survives_the_cache(cached: Store) -> None:
         delivery="disabled",
         disabled_reason="bounces: 5.1.1",
         daily_limit=3,
+        moderated=True,
     )
     plain = Member(email="bo@example.org", lists=("youth", "board"))
     source = cache.identity(cached.path(MEMBERS_FILE).stat())
     cache.write(cached.cache_dir, source, [everything, plain])
     read = cache.read(cached.cache_dir, source)
     assert read == [everything, plain]
+    # Every field differs from its default in the first record, so none can be lost unseen.
+    assert all(getattr(read[0], f.name) != f.default for f in dataclasses.fields(Member) if f.name != "email")
     assert [m.key for m in read] == ["anna.berg@example.org", "bo@example.org"]
     assert read[0].lists is read[1].lists  # one tuple for the same lists, as parsing shares them
     assert not hasattr(read[0], "__dict__")

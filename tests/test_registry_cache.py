@@ -88,6 +88,7 @@ def test_every_field_survives_the_cache(cached: Store) -> None:
         disabled_reason="bounces: 5.1.1",
         daily_limit=3,
         moderated=True,
+        digest=("board",),
     )
     plain = Member(email="bo@example.org", lists=("youth", "board"))
     source = cache.identity(cached.path(MEMBERS_FILE).stat())

@@ -10,12 +10,15 @@ import json
 import mailbox
 import signal
 import smtplib
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from click.testing import CliRunner
@@ -25,7 +28,7 @@ from mta import RemoteMTA
 from clublist.actions import Actor
 from clublist.actions.config import config_set, init_club
 from clublist.actions.lists import list_create
-from clublist.actions.members import member_add
+from clublist.actions.members import MemberChanges, member_add, member_set
 from clublist.cli import main
 from clublist.cli.app import App
 from clublist.club.store import Store
@@ -71,10 +74,16 @@ def make_club(directory: Path) -> None:
         ("anna@example.org", ("youth",)),
         ("dora@example.org", ("youth",)),
         ("carl@example.org", ("trainer",)),
+        ("ben@example.org", ("youth",)),
     ):
         member_add(store, Actor.shell(), address, address.partition("@")[0].title(), lists)
+    member_set(store, Actor.shell(), "ben@example.org", MemberChanges(digest_list="youth", digest=True))
+    # The digest fell due two minutes ago: cron (with the real clock, which the daemon also
+    # keeps) sends it now; later days come from an injected clock.
+    due = datetime.now(ZoneInfo("Europe/Berlin")) - timedelta(minutes=2)
     with (directory / "club.toml").open("a") as toml:
         toml.write("\n[archive]\nget_per_request = 3\nget_per_day = 4\n")
+        toml.write(f'\n[digest]\ntime = "{due:%H:%M}"\n')
 
 
 @pytest.fixture(scope="module")
@@ -214,3 +223,42 @@ def test_the_digest_choice_round_trips_through_export_and_sync(tmp_path: Path) -
     synced = runner.invoke(main, ["member", "sync", "-", "--yes"], obj=app, input=exported)
     assert synced.exit_code == 0, synced.output
     assert Store(directory).load().member("anna@example.org").digest == ("youth",)
+
+
+def test_a_digest_member_gets_one_digest_with_the_days_posts_and_no_copies(club: Club) -> None:
+    assert club.received("ben@example.org") == []  # none of the three posts came one by one
+    at = time.time()
+    runs = [club.cli("remind", clock=at) for _ in range(3)]
+    assert runs[0].startswith("queued the digest of youth (3 posts) for 1 members as ")
+    assert runs[1] == runs[2] == ""
+    assert club.sink.wait_for(lambda s: len(club.received("ben@example.org")) == 1)
+    digest = club.received("ben@example.org")[0]
+    assert digest.get_content_type() == "multipart/digest"
+    contents, *posts = digest.iter_parts()
+    assert contents.get_content_type() == "text/plain"
+    text = contents.get_content()
+    assert "Today's Topics:" in text and all(subject in text for subject in SUBJECTS)
+    assert [p.get_content_type() for p in posts] == ["message/rfc822"] * 3
+    assert [p.get_content()["Subject"] for p in posts] == [f"[Youth] {s}" for s in SUBJECTS]
+    # The next day had no posts: nothing is sent, however often cron runs.
+    assert club.cli("remind", clock=at + 86400) == ""
+    assert club.cli("digest", "send", "--list", "youth", clock=at + 86400 + 60).startswith(
+        "youth: no digest (no posts since the last digest)"
+    )
+    with sqlite3.connect(club.state) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM messages WHERE kind = 'digest'").fetchone() == (1,)
+    assert len(club.received("ben@example.org")) == 1
+
+
+def test_digest_and_nodigest_by_mail_are_member_set_lines() -> None:
+    from clublist.bot import translate
+
+    zone = ZoneInfo("Europe/Berlin")
+    now = datetime.now(zone)
+    assert translate(["digest", "youth"], "anna@example.org", None, now, zone) == [
+        "member", "set", "anna@example.org", "--list", "youth", "--digest",
+    ]  # fmt: skip
+    assert translate(["nodigest"], "anna@example.org", "youth", now, zone)[-1] == "--no-digest"
+    assert translate(["index", "youth", "5"], "anna@example.org", None, now, zone) == [
+        "archive", "ls", "youth", "--last", "5",
+    ]  # fmt: skip

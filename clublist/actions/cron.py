@@ -33,6 +33,7 @@ from clublist.club.store import (
     Store,
 )
 from clublist.errors import ClublistError, PermissionDenied
+from clublist.mail.digest import DigestRun, readers, send_due
 
 log = logging.getLogger(__name__)
 # A library logs; the program using it decides where that goes (the daemon configures
@@ -76,6 +77,7 @@ class RunResult:
     dry_run: bool = False
     queued: list[Firing] = field(default_factory=list)
     skipped: list[Firing] = field(default_factory=list)
+    digests: list[DigestRun] = field(default_factory=list)  # the lists' daily digests queued
     expired_held: int = 0  # held posts past moderation.expire_days, dropped (authors told)
     owner_summaries: int = 0  # daily membership summaries mailed to list owners
 
@@ -89,7 +91,8 @@ def run_due(
     max_late: timedelta = DEFAULT_MAX_LATE,
     dry_run: bool = False,
 ) -> RunResult:
-    """Queue every occurrence that fell due since the last run, each exactly once.
+    """Queue every occurrence that fell due since the last run, each exactly once, and the
+    lists' daily digests that are due (:func:`clublist.mail.digest.send_due`).
 
     The whole run is one ``BEGIN IMMEDIATE`` transaction: a second run waits for the first
     and then finds its rows in ``reminder_runs`` (whose primary key is the occurrence), so
@@ -115,6 +118,7 @@ def run_due(
                     _skip(conn, club, reminder, when, now_utc, result)
             for when in _all_occurrences(reminder.schedule, tz, max(lower, late_limit), now_utc):
                 _fire(conn, club, reminder, when, now_utc, result)
+        result.digests = [d for d in send_due(conn, club, now_utc, dry_run=dry_run) if not d.reason]
         if not dry_run:
             result.expired_held, result.owner_summaries = periodic_work(conn, club, now_utc.timestamp())
             conn.execute(
@@ -334,7 +338,8 @@ def _send_to_list(
     post = posting.prepare_post(
         message, mailing_list, club, None, rewrite_from=False, subject=reminder.subject
     )
-    if not post.recipients:
+    digest_readers = readers(club, mailing_list) if mailing_list.archive else []
+    if not post.recipients and not digest_readers:
         return _with(firing, reason=f"nobody on {mailing_list.name} receives mail")
     queue_id = posting.enqueue_post(conn, club, post, now.timestamp())
     return _with(firing, queue_ids=(queue_id,), recipients=len(post.recipients))

@@ -54,6 +54,10 @@ COMMANDS = {
         "clublist.cli.archive:archive",
         "Read, fetch, export and prune the lists' archives (var/archive/LIST, Maildir).",
     ),
+    "digest": Lazy(
+        "clublist.cli.digest:digest",
+        "Send the lists' digests by hand (cron's 'clublist remind' sends them daily at digest.time).",
+    ),
     "dkim": Lazy("clublist.cli.dkim:dkim", "Make DKIM keys and show the DNS records to publish."),
     "status": Lazy("clublist.cli.status:status", "Show the queue, held posts and whether the daemon runs."),
     "check": Lazy(

@@ -84,7 +84,7 @@ def _run(app: App, *, dry_run: bool, send: bool, max_late: str, as_json: bool) -
         return
     lock = state.DaemonLock(app.state_path)
     if lock.holder() is not None:
-        if result.queued:
+        if result.queued or result.digests:
             lock.wake()  # the daemon would find them within minutes; now is better
         return
     if send:
@@ -105,11 +105,17 @@ def _print_run(app: App, result: RunResult) -> None:
         )
     for firing in result.skipped:
         app.stream.write(f"{skip} {_describe(firing)}: {firing.reason}\n")
+    for run in result.digests:
+        app.stream.write(
+            f"{verb} the digest of {run.list_name} ({run.posts} posts) for {run.recipients} members"
+            + (f" as {run.queue_id}" if run.queue_id else "")
+            + "\n"
+        )
     if result.expired_held:
         app.stream.write(f"expired {result.expired_held} held posts (moderation.expire_days)\n")
     if result.owner_summaries:
         app.stream.write(f"queued {result.owner_summaries} daily summaries to list owners\n")
-    if result.dry_run and not (result.queued or result.skipped):
+    if result.dry_run and not (result.queued or result.skipped or result.digests):
         app.stream.write(f"nothing is due (it is {result.now:{_TIME_FORMAT}})\n")
 
 

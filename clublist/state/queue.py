@@ -22,7 +22,7 @@ from clublist.errors import ClublistError
 
 Status = Literal["pending", "inflight", "deferred", "sent", "failed"]
 STATUSES: tuple[str, ...] = ("pending", "inflight", "deferred", "sent", "failed")
-Kind = Literal["post", "reply", "report", "notice", "reminder", "forward"]
+Kind = Literal["post", "reply", "report", "notice", "reminder", "forward", "digest"]
 
 
 @dataclass(frozen=True)

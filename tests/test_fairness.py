@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from mta import Behaviour, RemoteMTA
-from test_delivery import Harness, site_for
+from test_delivery import MESSAGE, Harness, site_for
 
 from clublist.dns import resolver_for
 from clublist.outbound import worker as worker_module
 from clublist.outbound.fairness import FairGate
 from clublist.outbound.worker import DeliveryConfig, DeliveryWorker
 from clublist.state import db as state
+from clublist.state import queue
 
 
 def test_the_gate_lets_the_lowest_rank_in_first() -> None:
@@ -126,3 +129,79 @@ def _no_dns() -> object:
         port = 1
 
     return Unused()
+
+
+def test_a_post_queued_while_the_worker_claims_is_taken_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The small post is queued, and the worker woken, while the worker leases the big post's
+    second batch, after which the worker is full: the wake must not be lost with that claim,
+    or the small post would wait until a whole batch of the big one has been sent."""
+    monkeypatch.setattr(worker_module, "CLAIM_BATCH", 50)
+    monkeypatch.setattr(worker_module, "MAX_IN_FLIGHT", 150)
+    hold = threading.Event()
+
+    def first_data_waits(recipients: list[str]) -> None:
+        assert hold.wait(30)  # the one connection stays busy until the small post waits its turn
+        return None
+
+    with RemoteMTA(behaviour=Behaviour(data=first_data_waits)) as mta:
+        site = site_for(
+            _no_dns(),
+            1,
+            mode="smarthost",
+            smarthost=f"127.0.0.1:{mta.port}",
+            per_destination_concurrency=1,
+            max_recipients_per_transaction=10,
+        )
+        harness = Harness(tmp_path, site)
+        harness.enqueue([f"big{n}@example.org" for n in range(200)])
+        claim, claims = queue.claim, []
+
+        async def main() -> None:
+            loop = asyncio.get_running_loop()
+            writer = state.Writer(harness.path)
+            worker = DeliveryWorker(
+                writer, DeliveryConfig.from_site(site, harness.path), resolver_for(site), clock=harness.clock
+            )
+
+            def claim_and_meanwhile_queue(conn: sqlite3.Connection, now: float, **options: Any) -> list[Any]:
+                claims.append(now)
+                if len(claims) == 2:  # in the claim's own transaction: committed with it
+                    queue.enqueue(
+                        conn,
+                        kind="post",
+                        sender="bounces@myclub.org",
+                        recipients=["small1@example.org", "small2@example.org"],
+                        content=MESSAGE,
+                        now=now,
+                        list_name="youth",
+                    )
+                    loop.call_soon_threadsafe(worker.wake)
+                return claim(conn, now, **options)
+
+            monkeypatch.setattr(queue, "claim", claim_and_meanwhile_queue)
+            stop = asyncio.Event()
+            running = asyncio.ensure_future(worker.run(stop))
+            try:
+                while "smarthost" not in worker._per_destination:
+                    await asyncio.sleep(0.01)
+                gate = worker._per_destination["smarthost"]
+
+                async def small_waits() -> None:
+                    while not any(rank == 0 for rank, _arrival, _turn in gate._waiters):
+                        await asyncio.sleep(0.01)
+
+                await asyncio.wait_for(small_waits(), 20)  # lost wake: not before 50 big ones are sent
+                hold.set()
+                assert await asyncio.to_thread(mta.wait_for, lambda m: m.received_count == 202, 60)
+            finally:
+                hold.set()
+                stop.set()
+                await running
+                await worker.drain(5)
+                writer.close()
+
+        asyncio.run(main())
+    order = ["small" if t.rcpt_tos[0].startswith("small") else "big" for t in mta.transactions]
+    assert order.index("small") == 1, order

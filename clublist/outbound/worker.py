@@ -310,7 +310,6 @@ class DeliveryWorker:
         backoff = Backoff()
         recovered: int | None = None
         while not stop.is_set():
-            self._wake.clear()
             try:
                 if recovered is None:
                     recovered = await self.writer.run(lambda c: queue.recover(c, self.clock()))
@@ -345,6 +344,9 @@ class DeliveryWorker:
             woken = asyncio.ensure_future(self._wake.wait())
             await asyncio.wait([*self._tasks, woken], return_when=asyncio.FIRST_COMPLETED)
             woken.cancel()
+        # Cleared just before the claim, not before the pass: mail queued while a claim runs
+        # (a small post arriving as a big one is leased batch by batch) wakes the next pass.
+        self._wake.clear()
         now = self.clock()
         claimed = await self.writer.run(
             lambda c: queue.claim(c, now, limit=CLAIM_BATCH, lease=3600, skip_messages=busy)

@@ -289,3 +289,21 @@ def test_a_message_with_a_nul_byte_is_refused(daemon: DaemonProcess, where: str)
             554,
             b"5.6.0 The message contains NUL bytes, which mail may not carry",
         )
+
+
+def test_raw_latin1_header_bytes_arrive_as_the_right_characters(daemon: DaemonProcess, sink: Sink) -> None:
+    subject = "Grüße aus München"
+    posted = post("anna@example.org", "youth@myclub.org", "8BIT").replace(b"8BIT", subject.encode("latin-1"))
+    assert send(daemon, "anna@example.org", "youth@myclub.org", posted) == 250
+    assert sink.wait_for(lambda s: any(t.message["Subject"] == f"[Youth] {subject}" for t in s.transactions))
+    bulk = post("carl@example.org", "youth@myclub.org", "8BIT", headers="Precedence: bulk\r\n")
+    assert (
+        send(daemon, "carl@example.org", "youth@myclub.org", bulk.replace(b"8BIT", "Café".encode("latin-1")))
+        == 250
+    )
+    assert sink.wait_for(
+        lambda s: any(
+            "Café" in t.message.get_content() for t in s.transactions if t.rcpt_tos == ["olga@example.org"]
+        )
+    )
+    assert not any("\ufffd" in str(t.message["Subject"]) + t.message.get_content() for t in sink.transactions)

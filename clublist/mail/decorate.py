@@ -148,15 +148,29 @@ def _parse_headers(raw: bytes) -> ReceivedMessage:
 
 
 def header_text(value: object) -> str:
-    """A header value as people read it: unfolded, RFC 2047 words decoded, raw 8-bit bytes as UTF-8.
+    """A header value as people read it: unfolded, RFC 2047 words decoded, raw 8-bit bytes as
+    UTF-8 when they are UTF-8, else as Windows-1252/Latin-1 (what older mail programs send):
+    never U+FFFD replacement characters.
 
     Only values holding encoded words pay for the email package's header registry, which
     decodes them as it always has.
     """
     text = "".join(str(value).splitlines())
+    if not text.isascii():
+        text = raw_8bit_text(text.encode("utf-8", "surrogateescape"))
     if "=?" in text:
         text = str(default.header_factory("x-text", text))
-    return text if text.isascii() else text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return text
+
+
+def raw_8bit_text(raw: bytes) -> str:
+    """Undeclared 8-bit bytes as text: UTF-8 if they are, else Windows-1252, else Latin-1."""
+    for charset in ("utf-8", "cp1252"):
+        try:
+            return raw.decode(charset)
+        except UnicodeDecodeError:
+            continue
+    return raw.decode("latin-1")
 
 
 def sole_address(message: Message, header: str) -> Address | None:

@@ -1,14 +1,19 @@
 """The mail bot: commands mailed to bot@ or LIST-request@, run as CLI command lines.
 
-Each line of the Subject and the text body is split like a shell would
-split it (never given to one) and run through the same click commands and
-actions as at the shell, with the sender's rights.  Friendly words
-("subscribe trainer", "who youth") become the CLI lines they stand for.
+Each line of the text body is split like a shell would split it (never
+given to one) and run through the same click commands and actions as at
+the shell, with the sender's rights; the Subject (without its "Re:",
+"Fwd:", "AW:", "WG:" prefixes) is read only when the body holds no
+command, and quoted text (lines starting with ">", or below "On ... wrote:"
+or "-----Original Message-----") never.  Friendly words ("subscribe
+trainer", "who youth") become the CLI lines they stand for.
 
 A header From can be forged, so a command that changes anything runs only
 after a round trip: the reply carries a one-time token, and the change is
 made when ``confirm TOKEN`` comes back from that same address before it
-expires.  A sender whose mail is authenticated (From is the sender and its
+expires; a reply to that message (its Message-ID carries the token) with no
+command of its own confirms too, so "Re: unsubscribe" does not ask again.
+A sender whose mail is authenticated (From is the sender and its
 domain passed SPF or DKIM in alignment, as for posts) skips it: see
 :func:`needs_confirmation`.
 
@@ -30,6 +35,7 @@ import email
 import email.policy
 import io
 import logging
+import re
 import secrets
 import shlex
 import sqlite3
@@ -147,7 +153,10 @@ class BotProcessor:
                 "bot: %s sent more than %d commands mails this hour; ignored", sender, REPLIES_PER_HOUR
             )
             return lambda conn: "ignored (reply limit)"
-        lines, ignored = command_lines(message)
+        confirming = confirmation_in_reply(
+            str(message.get("In-Reply-To", "")), str(message.get("References", ""))
+        )
+        lines, ignored = command_lines(message, read_subject=confirming is None)
         talk = Conversation(
             sender, _one_line(str(message.get("Subject", ""))), str(message.get("Message-ID", ""))
         )
@@ -163,6 +172,8 @@ class BotProcessor:
         if token is not None:
             await self._moderate(club, actor, token, lines, talk)
             lines = []
+        elif confirming is not None and not any(_looks_like_command(line) for line in lines):
+            lines = [f"confirm {confirming}"]  # "Re: unsubscribe" answering the question confirms it
         for line in lines:
             await self._handle(club, actor, implied, line, talk, now)
             if sum(not r.understood for r in talk.results) >= MAX_ERRORS:
@@ -386,6 +397,9 @@ class BotProcessor:
         for result in talk.results:
             for content in result.attachments:
                 reply.add_attachment(email.message_from_bytes(content, policy=email.policy.default))
+        if len(talk.tokens) == 1:  # a reply to this message confirms (confirmation_in_reply)
+            del reply["Message-ID"]
+            reply["Message-ID"] = f"<confirm-{talk.tokens[0][0]}@{club.site.domain}>"
         queue_id = queue.enqueue(
             conn,
             kind="reply",
@@ -501,20 +515,38 @@ def automatic_reason(message: Message, sender: str) -> str | None:
     return None
 
 
-def command_lines(message: Message) -> tuple[list[str], int]:
-    """The command lines of a message (Subject first) and how many more were ignored."""
+def command_lines(message: Message, *, read_subject: bool = True) -> tuple[list[str], int]:
+    """The command lines of a message and how many more were ignored: the body's, else the
+    Subject's when the body holds no command (and *read_subject*: not for a reply to a
+    confirmation, whose Subject repeats the command asked about); quoted text is never read."""
     found = []
-    subject = _strip_reply_prefix(_one_line(str(message.get("Subject", ""))))
-    if subject and _looks_like_command(subject):
-        found.append(subject)
     for line in _body_lines(message):
         stripped = line.strip()
-        if stripped.lower() in _STOP_WORDS or line.startswith("-- "):
+        if stripped.lower() in _STOP_WORDS or line.startswith("-- ") or _QUOTE_START.match(stripped):
             break
         if not stripped or stripped.startswith(">"):
             continue
         found.append(stripped)
+    if read_subject and not any(_looks_like_command(line) for line in found):
+        subject = _strip_reply_prefix(_one_line(str(message.get("Subject", ""))))
+        if subject and _looks_like_command(subject):
+            found = [subject]
     return found[:MAX_COMMANDS], max(0, len(found) - MAX_COMMANDS)
+
+
+_CONFIRMATION_ID = re.compile(r"<confirm-([0-9a-f]{12})@")
+# Where a reply's quoted original begins when the mail program does not mark it with ">".
+_QUOTE_START = re.compile(
+    r"(-{2,}\s*(original message|ursprüngliche nachricht|message d'origine)\s*-{2,}"
+    r"|(on|am|le) .*(wrote|schrieb|a écrit)\s*:$)",
+    re.IGNORECASE,
+)
+
+
+def confirmation_in_reply(in_reply_to: str, references: str) -> str | None:
+    """The confirmation token of the bot's message this one replies to, if any."""
+    found = _CONFIRMATION_ID.search(in_reply_to) or _CONFIRMATION_ID.search(references)
+    return found[1] if found else None
 
 
 def _looks_like_command(text: str) -> bool:
@@ -547,10 +579,13 @@ def _looks_like_command(text: str) -> bool:
     }
 
 
+_REPLY_PREFIX = re.compile(r"^\s*(re|aw|fwd?|wg|sv|antw|tr)(\[\d+\])?\s*:\s*", re.IGNORECASE)
+
+
 def _strip_reply_prefix(subject: str) -> str:
-    while subject.lower().startswith(("re:", "aw:", "fwd:", "fw:")):
-        subject = subject.split(":", 1)[1].strip()
-    return subject
+    while match := _REPLY_PREFIX.match(subject):
+        subject = subject[match.end() :]
+    return subject.strip()
 
 
 def _one_line(text: str) -> str:

@@ -138,6 +138,36 @@ def test_unsubscribe_and_leave_via_request_address(bot: Bot) -> None:
     assert bot.member("ben@example.org")["lists"] == ["youth"]
 
 
+def test_a_command_in_subject_and_body_is_one_command(bot: Bot) -> None:
+    text = reply_text(bot.mail("ben@example.org", "unsubscribe youth\r\n", subject="unsubscribe youth"))
+    assert len(TOKEN.findall(text)) == 1
+
+
+def test_the_subject_is_read_without_reply_prefixes_when_the_body_has_no_command(bot: Bot) -> None:
+    text = reply_text(
+        bot.mail("ben@example.org", "Hello bot,\r\n", subject="AW: WG: Re[2]: unsubscribe youth")
+    )
+    assert len(TOKEN.findall(text)) == 1
+
+
+def test_replying_to_the_confirmation_confirms_without_asking_again(bot: Bot) -> None:
+    first = bot.mail("ben@example.org", "", subject="unsubscribe youth")
+    token = TOKEN.search(reply_text(first))[1]  # type: ignore[index]
+    asked = first.message["Message-ID"]
+    assert asked == f"<confirm-{token}@myclub.org>"
+    quoted = "".join(f"> {line}\r\n" for line in reply_text(first).splitlines())
+    outlook = "\r\n-----Original Message-----\r\nFrom: bot@myclub.org\r\nSubject: Re: unsubscribe youth\r\n"
+    done = bot.mail(
+        "ben@example.org",
+        quoted + outlook,
+        subject="Re: Re: unsubscribe youth",
+        headers=f"In-Reply-To: {asked}\r\nReferences: {asked}\r\n",
+    )
+    assert set(TOKEN.findall(reply_text(done))) <= {token}  # no new question
+    assert "reply with this line" not in reply_text(done)
+    assert bot.member("ben@example.org")["lists"] == []
+
+
 def test_forged_from_cannot_change_anyone(bot: Bot) -> None:
     # Mallory writes as Anna: the token goes to Anna's mailbox, never to Mallory.
     reply = bot.mail("anna@example.org", "leave youth\r\n")

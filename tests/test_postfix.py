@@ -265,7 +265,7 @@ def test_a_member_address_the_mail_server_refuses_comes_back_as_a_bounce_for_tha
     assert front.send("anna@example.org", ["youth@myclub.org"], post(6)) == {}
     # Postfix's own delivery report for carl reaches clublist's bounce address.
     front.daemon.wait_for_log(
-        lambda line: "accepted message from <>" in line and "bounce" in line, start=mark
+        lambda line: "accepted message" in line and " from <> " in line and "bounce" in line, start=mark
     )
     shown = front.cli("bounces", "show", REFUSED, "--json")
     assert shown.exit_code == 0, shown.output

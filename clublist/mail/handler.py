@@ -630,9 +630,19 @@ class InboundHandler:
             return refused.reply
         summary = [
             f"{o.target.address}: {o.kind} {q or '(no recipients)'}"
+            + (f" ({len(o.ready.recipients)} recipients)" if isinstance(o, Posted) and q else "")
             for o, q in zip(outcomes, queue_ids, strict=True)
         ]
-        log.info("accepted message from %s: %s", envelope.mail_from, "; ".join(summary))
+        message_id = (
+            _printable(decorate.header_text(incoming.message.get("Message-ID", ""))) or "(no Message-ID)"
+        )
+        log.info(
+            "accepted message %s from %s [%s]: %s",
+            message_id,
+            envelope.mail_from,
+            client.address or "unknown",
+            "; ".join(summary),
+        )
         self.on_queued()
         reply = replies.HELD if all(isinstance(o, Held) for o in outcomes) else replies.OK_QUEUED
         return reply.format(queue_id=",".join(q for q in queue_ids if q))

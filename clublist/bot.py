@@ -156,7 +156,13 @@ class BotProcessor:
         confirming = confirmation_in_reply(
             str(message.get("In-Reply-To", "")), str(message.get("References", ""))
         )
-        lines, ignored = command_lines(message, read_subject=confirming is None)
+        token = moderation.token_in_reply(
+            str(message.get("In-Reply-To", "")),
+            str(message.get("References", "")),
+            str(message.get("Subject", "")),
+        )
+        # The Subject of a reply to a question or a hold notice repeats that message's.
+        lines, ignored = command_lines(message, read_subject=confirming is None and token is None)
         talk = Conversation(
             sender, _one_line(str(message.get("Subject", ""))), str(message.get("Message-ID", ""))
         )
@@ -164,11 +170,6 @@ class BotProcessor:
         talk.authenticated = authenticated
         implied = target.mailing_list.name if target.mailing_list else None
         actor = Actor.for_sender(club, sender)
-        token = moderation.token_in_reply(
-            str(message.get("In-Reply-To", "")),
-            str(message.get("References", "")),
-            str(message.get("Subject", "")),
-        )
         if token is not None:
             await self._moderate(club, actor, token, lines, talk)
             lines = []
@@ -530,7 +531,7 @@ def command_lines(message: Message, *, read_subject: bool = True) -> tuple[list[
     if read_subject and not any(_looks_like_command(line) for line in found):
         subject = _strip_reply_prefix(_one_line(str(message.get("Subject", ""))))
         if subject and _looks_like_command(subject):
-            found = [subject]
+            found.insert(0, subject)
     return found[:MAX_COMMANDS], max(0, len(found) - MAX_COMMANDS)
 
 

@@ -122,9 +122,15 @@ def file_entries(conn: sqlite3.Connection) -> int:
 
 
 def maildir(root: Path, list_name: str) -> mailbox.Maildir:
-    """The list's Maildir, made (with var/archive) when missing."""
-    root.mkdir(parents=True, exist_ok=True)
-    return mailbox.Maildir(root / list_name, factory=None, create=True)
+    """The list's Maildir, made (with var/archive) when missing.
+
+    The folders are made here, each only if missing, because ``mailbox.Maildir`` makes
+    tmp/, new/ and cur/ only when the Maildir itself is missing, and another process
+    may be between its two steps.
+    """
+    for part in ("tmp", "new", "cur"):
+        (root / list_name / part).mkdir(mode=0o700, parents=True, exist_ok=True)
+    return mailbox.Maildir(root / list_name, factory=None, create=False)
 
 
 def _deliver(folder: Path, key: str, content: bytes) -> None:
@@ -167,18 +173,22 @@ def entries(conn: sqlite3.Connection, list_name: str, *, since: float = 0.0) -> 
 
 def prune(conn: sqlite3.Connection, root: Path, list_name: str, before: float) -> int:
     """Remove the entries of *list_name* archived before *before*: index rows first (in their own
-    transaction), then their files, then files no row names (left by a crash in between)."""
+    transaction), then their files and any older file no row names (a crash in between left it).
+    Files numbered above the last pruned entry are never touched: they may be new entries whose
+    row another process has just committed."""
     with transaction(conn):
         removed = conn.execute(
-            "DELETE FROM archive WHERE list_name = ? AND created < ? RETURNING maildir_key",
+            "DELETE FROM archive WHERE list_name = ? AND created < ? RETURNING number",
             (list_name, before),
         ).fetchall()
-    if not (root / list_name).is_dir():
+    if not removed or not (root / list_name).is_dir():
         return len(removed)
+    highest = max(r[0] for r in removed)
     box = maildir(root, list_name)
     known = {r[0] for r in conn.execute("SELECT maildir_key FROM archive WHERE list_name = ?", (list_name,))}
     for key in list(box.iterkeys()):
-        if key not in known:
+        number = key.partition(".")[0]
+        if key not in known and number.isdigit() and int(number) <= highest:
             box.discard(key)
     return len(removed)
 

@@ -135,10 +135,10 @@ def test_a_post_queued_while_the_worker_claims_is_taken_at_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The small post is queued, and the worker woken, while the worker leases the big post's
-    second batch, after which the worker is full: the wake must not be lost with that claim,
-    or the small post would wait until a whole batch of the big one has been sent."""
+    second batch; its third batch (older rows first) fills the worker.  The small post must not
+    wait until a whole batch of the big one has been sent."""
     monkeypatch.setattr(worker_module, "CLAIM_BATCH", 50)
-    monkeypatch.setattr(worker_module, "MAX_IN_FLIGHT", 150)
+    monkeypatch.setattr(worker_module, "MAX_IN_FLIGHT", 200)
     hold = threading.Event()
 
     def first_data_waits(recipients: list[str]) -> None:

@@ -279,6 +279,8 @@ class DeliveryWorker:
         self.on_failures = on_failures
         self.pool = ConnectionPool(config)
         self._wake = asyncio.Event()
+        # Mail was queued that no claim has reached yet (claims take the oldest rows first).
+        self._fresh = False
         self._global = FairGate(config.concurrency)
         self._per_destination: dict[str, FairGate] = {}
         self._turns: dict[int, int] = {}  # per message in flight: transactions started (their rank)
@@ -295,6 +297,7 @@ class DeliveryWorker:
 
     def wake(self) -> None:
         """Something was queued: look for due rows now instead of at the next timer."""
+        self._fresh = True
         self._wake.set()
 
     def reconfigure(self, config: DeliveryConfig) -> None:
@@ -336,7 +339,7 @@ class DeliveryWorker:
         """Claim what is due and start sending it; with *wait*, return after it is all done."""
         busy: frozenset[int] = frozenset()
         while self._in_flight >= MAX_IN_FLIGHT - CLAIM_BATCH and self._tasks:
-            if self._wake.is_set() and self._in_flight < 2 * MAX_IN_FLIGHT:
+            if self._fresh and self._in_flight < 2 * MAX_IN_FLIGHT:
                 # New mail while a big post fills the worker: take the messages not yet in
                 # flight (a small post must not wait for the big one), up to a hard ceiling.
                 busy = frozenset(self._content_users)
@@ -347,10 +350,13 @@ class DeliveryWorker:
         # Cleared just before the claim, not before the pass: mail queued while a claim runs
         # (a small post arriving as a big one is leased batch by batch) wakes the next pass.
         self._wake.clear()
+        fresh, self._fresh = self._fresh, False
         now = self.clock()
         claimed = await self.writer.run(
             lambda c: queue.claim(c, now, limit=CLAIM_BATCH, lease=3600, skip_messages=busy)
         )
+        if len(claimed) == CLAIM_BATCH:  # older rows filled the claim: the new mail may wait still
+            self._fresh = self._fresh or fresh
         self._in_flight += len(claimed)
         # No await from here on: each task pins its messages' content before anything else runs,
         # so a task that ends meanwhile cannot drop content that a new task still needs.

@@ -277,6 +277,7 @@ def test_html_only_mail_is_read(bot: Bot) -> None:
 def test_no_loop_with_an_auto_responder(club: Store, club_dir: Path, tmp_path: Path, cli: Runner) -> None:
     answered = []
     port = {}
+    senders: list[threading.Thread] = []
 
     def auto_reply(transaction: Transaction) -> None:
         if len(answered) >= 20:  # the responder itself is bounded, so the test always ends
@@ -293,7 +294,9 @@ def test_no_loop_with_an_auto_responder(club: Store, club_dir: Path, tmp_path: P
             with smtplib.SMTP("127.0.0.1", port["daemon"], timeout=30) as client:
                 client.sendmail(transaction.rcpt_tos[0], ["bot@myclub.org"], message)
 
-        threading.Thread(target=send).start()
+        thread = threading.Thread(target=send)
+        senders.append(thread)
+        thread.start()
 
     with (
         RemoteMTA(behaviour=Behaviour(delivered=auto_reply)) as sink,
@@ -307,6 +310,8 @@ def test_no_loop_with_an_auto_responder(club: Store, club_dir: Path, tmp_path: P
         assert sink.wait_for(lambda s: len(s.transactions) >= 1)
         daemon.wait_for_log(lambda line: "bot: no reply to anna@example.org" in line)
         assert len(sink.transactions) == 1
+        for thread in senders:  # done before the daemon stops, which would answer them 421
+            thread.join(30)
 
 
 def test_remind_and_reminders_by_mail(bot: Bot, club_dir: Path) -> None:

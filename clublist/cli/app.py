@@ -8,17 +8,25 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, TextIO, TypeVar
+from typing import TYPE_CHECKING, Literal, TextIO, TypeVar
 
 import click
 
-from clublist.actions import Actor
-from clublist.club.store import Store
+if TYPE_CHECKING:  # imported when first used, so that `clublist --help` stays fast
+    from clublist.actions import Actor
+    from clublist.club.store import Store
 
 
 def default_state_path(directory: Path) -> Path:
     """The state database sits in var/ beside lists.d, never inside it."""
     return directory.absolute().parent / "var" / "clublist.sqlite3"
+
+
+def _shell_actor() -> Actor:
+    """At the shell the actor is the administrator."""
+    from clublist.actions import Actor
+
+    return Actor.shell()
 
 
 @dataclass
@@ -27,7 +35,7 @@ class App:
 
     directory: Path
     state_path: Path
-    actor: Actor = field(default_factory=Actor.shell)
+    actor: Actor = field(default_factory=_shell_actor)
     out: TextIO | None = None
     # The bot sets this: commands that read local files or need a terminal refuse to run.
     by_mail: bool = False
@@ -38,6 +46,8 @@ class App:
 
     @functools.cached_property
     def store(self) -> Store:
+        from clublist.club.store import Store
+
         return Store(self.directory, cache_dir=self.state_path.parent, on_change=self.changed_lists_d)
 
     def changed_lists_d(self) -> None:

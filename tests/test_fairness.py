@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,16 @@ from clublist.state import db as state
 from clublist.state import queue
 
 
+async def until(condition: Callable[[], bool], timeout: float = 20) -> None:
+    """Wait for *condition* (polled as the event loop runs) with a deadline, never a blind sleep."""
+
+    async def poll() -> None:
+        while not condition():
+            await asyncio.sleep(0.005)
+
+    await asyncio.wait_for(poll(), timeout)
+
+
 def test_the_gate_lets_the_lowest_rank_in_first() -> None:
     async def main() -> list[int]:
         gate = FairGate(1)
@@ -31,8 +42,7 @@ def test_the_gate_lets_the_lowest_rank_in_first() -> None:
                 order.append(rank)
 
         tasks = [asyncio.ensure_future(waiter(rank)) for rank in (5, 3, 9, 0, 3)]
-        while len(gate._waiters) < len(tasks):  # let every waiter join the line
-            await asyncio.sleep(0)
+        await until(lambda: len(gate._waiters) == len(tasks))  # every waiter has joined the line
         gate.release()
         await asyncio.gather(*tasks)
         return order
@@ -106,8 +116,8 @@ def test_a_small_post_goes_ahead_of_the_rest_of_a_big_one(
                 small = harness.enqueue(["small1@example.org", "small2@example.org", "small3@example.org"])
                 worker.wake()
                 gate = worker._per_destination["smarthost"]
-                while not any(rank == 0 for rank, _arrival, _turn in gate._waiters):
-                    await asyncio.sleep(0.01)  # until the small post's transaction waits for its turn
+                # Until the small post's transaction waits for its turn.
+                await until(lambda: any(rank == 0 for rank, _arrival, _turn in gate._waiters))
                 hold.set()
                 assert await asyncio.to_thread(mta.wait_for, lambda m: m.received_count == 203, 60)
                 assert small
@@ -184,15 +194,11 @@ def test_a_post_queued_while_the_worker_claims_is_taken_at_once(
             stop = asyncio.Event()
             running = asyncio.ensure_future(worker.run(stop))
             try:
-                while "smarthost" not in worker._per_destination:
-                    await asyncio.sleep(0.01)
+                await until(lambda: "smarthost" in worker._per_destination)
                 gate = worker._per_destination["smarthost"]
 
-                async def small_waits() -> None:
-                    while not any(rank == 0 for rank, _arrival, _turn in gate._waiters):
-                        await asyncio.sleep(0.01)
-
-                await asyncio.wait_for(small_waits(), 20)  # lost wake: not before 50 big ones are sent
+                # A lost wake shows here: the small post would wait until 50 big ones are sent.
+                await until(lambda: any(rank == 0 for rank, _arrival, _turn in gate._waiters))
                 hold.set()
                 assert await asyncio.to_thread(mta.wait_for, lambda m: m.received_count == 202, 60)
             finally:

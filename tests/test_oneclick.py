@@ -4,10 +4,12 @@ own signed link, a POST to it takes exactly that member off exactly that list, n
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import re
 import smtplib
+import socket
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
@@ -156,6 +158,34 @@ def test_altered_or_moved_tokens_do_nothing(
     for url in (altered, moved):
         assert request(http_port, "POST", url)[0] == 404
     assert lists_of(club, "anna@example.org") == {"youth", "board"}
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"",  # a connection that says nothing
+        b"\x16\x03\x01\x02\x00garbage\r\n\r\n",  # a TLS hello on the plain port
+        b"POST /u/x HTTP/1.1\r\nX-Long: " + b"a" * 100_000 + b"\r\n\r\n",  # a header past the line limit
+        b"POST /u/x HTTP/1.1\r\n" + b"X-Many: 1\r\n" * 200 + b"\r\n",  # too many header lines
+        b"POST /u/x HTTP/1.1\r\nContent-Length: 999999999\r\n\r\n",  # a huge body announced
+        b"POST /u/x HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+        b"POST /u/x HTTP/1.1\r\nContent-Length: lots\r\n\r\n",
+    ],
+    ids=["empty", "tls-hello", "long-header", "many-headers", "huge-body", "negative-length", "bad-length"],
+)
+def test_hostile_requests_get_400_and_change_nothing(
+    raw: bytes, copies: dict[tuple[str, str], Transaction], http_port: int, club: tuple[Path, Path]
+) -> None:
+    with socket.create_connection(("127.0.0.1", http_port), timeout=30) as connection:
+        with contextlib.suppress(OSError):  # the server may close before reading everything sent
+            connection.sendall(raw)
+            connection.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    assert lists_of(club, "ben@example.org") == {"youth"}
+    assert request(http_port, "GET", link(copies["youth", "ben"]))[0] == 200  # still serving
 
 
 def test_post_unsubscribes_exactly_that_member_from_that_list(

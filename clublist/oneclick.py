@@ -83,6 +83,7 @@ class OneClickServer:
         """The (member address, list) a token names in the club as it is now, or None."""
         club = self.club()
         if self._tokens_of is not club:
+            # One HMAC per membership: at 50,000 members too long for the event loop (see _page_for).
             self._tokens = {
                 unsubscribe.token(self.secret, name, member.email): (member.email, name)
                 for member in club.members
@@ -146,7 +147,7 @@ class OneClickServer:
 
     async def _page_for(self, method: str, path: str) -> tuple[str, str]:
         token = path.split("?", 1)[0].rstrip("/").rpartition("/")[2]
-        found = self.member_for(token) if _TOKEN.fullmatch(token) else None
+        found = await asyncio.to_thread(self.member_for, token) if _TOKEN.fullmatch(token) else None
         if found is None:
             return "404 Not Found", _page("Link not valid", "This unsubscribe link is not valid (any more).")
         address, list_name = found

@@ -6,13 +6,16 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from clublist.actions import Actor
 from clublist.actions.config import config_set, init_club
 from clublist.actions.lists import list_create
+from clublist.cli import main
 from clublist.club.store import Store
 
 CLUBLIST = str(Path(sys.executable).with_name("clublist"))
@@ -37,12 +40,45 @@ def store(club_dir: Path) -> Store:
     return Store(club_dir)
 
 
-Runner = Callable[..., subprocess.CompletedProcess[str]]
+Runner = Callable[..., "Ran"]
+
+
+@dataclass(frozen=True)
+class Ran:
+    """What one ``clublist`` command did: the fields of subprocess.CompletedProcess the tests read."""
+
+    args: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
 
 
 @pytest.fixture
 def cli(club_dir: Path) -> Runner:
-    """Run the installed ``clublist`` console script on the fixture's lists.d."""
+    """Run ``clublist`` in this process (click's CliRunner) on the fixture's lists.d.
+
+    The command goes through the same group, error handling and exit codes as the
+    console script; only the interpreter start is saved. Tests whose point is the
+    process boundary (parallel writers, signals, the daemon) use ``cli_process``.
+    An unexpected exception is not caught: it fails the test, as a traceback would.
+    """
+
+    def run(*args: str, input: str | None = None, check: bool = True) -> Ran:
+        env = {"CLUBLIST_DIR": str(club_dir), "NO_COLOR": "1"}
+        outcome = CliRunner().invoke(
+            main, list(args), input=input, env=env, prog_name="clublist", catch_exceptions=False
+        )
+        result = Ran(list(args), outcome.exit_code, outcome.stdout, outcome.stderr)
+        if check and result.returncode != 0:
+            raise AssertionError(f"clublist {' '.join(args)} exited {result.returncode}:\n{result.stderr}")
+        return result
+
+    return run
+
+
+@pytest.fixture
+def cli_process(club_dir: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run the installed ``clublist`` console script as a process on the fixture's lists.d."""
 
     def run(*args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "CLUBLIST_DIR": str(club_dir), "NO_COLOR": "1"}

@@ -1,7 +1,9 @@
 """Errors a person causes or meets at the command line: one line that says what to do, exit 1.
 
-Real subprocesses of the installed script, because what is checked is what reaches the
-terminal: no "Traceback" unless ``--debug`` asks for it.
+What is checked is what reaches the terminal: no "Traceback" unless ``--debug`` asks for it.
+Most commands run in-process (an exception escaping click's handling fails the test there);
+``--debug`` and ``run`` run as real processes of the installed script, because the traceback
+printed by the interpreter and the daemon's start are the point.
 """
 
 from __future__ import annotations
@@ -16,13 +18,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Runner
+from conftest import Ran, Runner
 
 from clublist.state import db as state
 from clublist.state import queue
 
 
-def _one_line_error(result: subprocess.CompletedProcess[str], *words: str) -> str:
+def _one_line_error(result: Ran | subprocess.CompletedProcess[str], *words: str) -> str:
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
@@ -63,8 +65,8 @@ def test_a_damaged_state_database_is_one_line(cli: Runner, damaged_state: Path, 
     _one_line_error(result, str(damaged_state), "damaged", "backup")
 
 
-def test_debug_shows_the_traceback(cli: Runner, damaged_state: Path) -> None:
-    result = cli("--debug", "--state", str(damaged_state), "queue", "ls", check=False)
+def test_debug_shows_the_traceback(cli_process: Runner, damaged_state: Path) -> None:
+    result = cli_process("--debug", "--state", str(damaged_state), "queue", "ls", check=False)
     assert result.returncode == 1 and "Traceback" in result.stderr
 
 
@@ -76,13 +78,13 @@ def busy_port() -> Iterator[int]:
         yield sock.getsockname()[1]
 
 
-def test_run_on_a_port_in_use_says_so(cli: Runner, busy_port: int) -> None:
-    result = cli("run", "--listen", f"127.0.0.1:{busy_port}", "--log-format", "plain", check=False)
+def test_run_on_a_port_in_use_says_so(cli_process: Runner, busy_port: int) -> None:
+    result = cli_process("run", "--listen", f"127.0.0.1:{busy_port}", "--log-format", "plain", check=False)
     _one_line_error(result, f"127.0.0.1:{busy_port}", "another program uses it", "listen.port")
 
 
-def test_run_on_an_address_this_machine_lacks_says_so(cli: Runner) -> None:
-    result = cli("run", "--listen", "192.0.2.1:2525", "--log-format", "plain", check=False)
+def test_run_on_an_address_this_machine_lacks_says_so(cli_process: Runner) -> None:
+    result = cli_process("run", "--listen", "192.0.2.1:2525", "--log-format", "plain", check=False)
     _one_line_error(result, "192.0.2.1:2525", "no such address", "--listen")
 
 

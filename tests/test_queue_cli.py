@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import Runner
+from conftest import Ran, Runner
 from mta import Behaviour, RemoteMTA
 
 from clublist.actions import Actor
@@ -62,7 +62,7 @@ def state_path(tmp_path: Path) -> Path:
 def clq(cli: Runner, state_path: Path) -> Runner:
     """The CLI on the fixture's lists.d and on a state database outside the default place."""
 
-    def run(*args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def run(*args: str, input: str | None = None, check: bool = True) -> Ran:
         return cli("--state", str(state_path), *args, input=input, check=check)
 
     return run

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import CLUBLIST, Runner
+from conftest import CLUBLIST, Ran, Runner
 from mta import RemoteMTA
 
 from clublist.actions import Actor
@@ -43,7 +43,7 @@ def club(store: Store) -> Store:
 def clr(cli: Runner, state_path: Path, club: Store) -> Runner:
     """The CLI on the fixture's club (youth: anna, ben) and one state database."""
 
-    def run(*args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def run(*args: str, input: str | None = None, check: bool = True) -> Ran:
         return cli("--state", str(state_path), *args, input=input, check=check)
 
     return run

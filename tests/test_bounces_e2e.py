@@ -17,6 +17,7 @@ from daemon import DaemonProcess
 from mta import Behaviour, RemoteMTA, Transaction
 
 from clublist.actions import Actor
+from clublist.actions.config import config_set
 from clublist.actions.members import member_add
 from clublist.club.store import Store
 from clublist.outbound import verp
@@ -49,10 +50,10 @@ def state_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def club(store: Store, cli: Runner) -> Store:
+def club(store: Store) -> Store:
     for address in ("anna@example.org", DEAD, "jonas.weber@example.net"):
         member_add(store, Actor.shell(), address, lists=("youth",))
-    cli("config", "set", "bounces.threshold", "1")
+    config_set(store, Actor.shell(), "bounces.threshold", 1)
     return store
 
 

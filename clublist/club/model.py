@@ -407,15 +407,21 @@ def outbound_size_limit(site: Site) -> int:
 SITE_SECTIONS: dict[str, type] = {f.name: f.type for f in dataclasses.fields(Site)}  # type: ignore[misc]
 
 
-def _section_types(section: str) -> dict[str, Any]:
-    cls = typing.get_type_hints(Site)[section]
+@functools.cache
+def _type_hints(cls: type) -> dict[str, Any]:
+    """``typing.get_type_hints`` once per class: it evaluates every (string) annotation anew on
+    each call, which made each load of club.toml and the list files cost milliseconds."""
     return typing.get_type_hints(cls)
+
+
+def _section_types(section: str) -> dict[str, Any]:
+    return _type_hints(_type_hints(Site)[section])
 
 
 def setting_keys() -> list[str]:
     """Every dotted key club.toml knows, for ``config`` and its completions."""
     return [
-        f"{section}.{name}" for section in typing.get_type_hints(Site) for name in _section_types(section)
+        f"{section}.{name}" for section in _type_hints(Site) for name in _section_types(section)
     ]
 
 
@@ -430,7 +436,7 @@ def coerce_setting(key: str, value: Any) -> Any:
     types_ = _section_types(section) if section in SITE_SECTIONS else {}
     if name not in types_:
         raise ClublistError(f"unknown setting {key!r}; see 'clublist config show' for the keys")
-    fields = {f.name: f for f in dataclasses.fields(typing.get_type_hints(Site)[section])}
+    fields = {f.name: f for f in dataclasses.fields(_type_hints(Site)[section])}
     typed = _coerce(key, types_[name], value, fields[name].metadata.get("bounds"))
     if key in ("listen.trusted_networks", "listen.trusted_proxies"):
         for network in typed:
@@ -523,7 +529,7 @@ def site_from_toml(data: dict[str, Any]) -> Site:
         if not isinstance(values, dict):
             raise ClublistError(f"[{section}] must be a table")
         checked = {name: coerce_setting(f"{section}.{name}", v) for name, v in values.items()}
-        sections[section] = typing.get_type_hints(Site)[section](**checked)
+        sections[section] = _type_hints(Site)[section](**checked)
     site = Site(**sections)
     parse_domain(site.site.domain)
     parse_address(site.site.admin, "site.admin")
@@ -677,7 +683,7 @@ def coerce_list_setting(key: str, value: Any) -> Any:
         return tuple(parse_address(v, "owner") for v in value)
     if key == "reply_to" and value not in ("author", "list"):
         return parse_address(value, "reply_to")
-    hint = typing.get_type_hints(MailingList)[key]
+    hint = _type_hints(MailingList)[key]
     return _coerce(key, hint, value)
 
 

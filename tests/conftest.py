@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -21,17 +22,26 @@ from clublist.club.store import Store
 CLUBLIST = str(Path(sys.executable).with_name("clublist"))
 
 
+@pytest.fixture(scope="session")
+def club_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The club every test starts from, built once per test process by the real actions."""
+    directory = tmp_path_factory.mktemp("template") / "lists.d"
+    init_club(directory, "myclub.org", "admin@myclub.org", "My Club", "Europe/Berlin")
+    config_set(Store(directory), Actor.shell(), "listen.trusted_networks", ["127.0.0.0/8", "::1"])
+    list_create(Store(directory), Actor.shell(), "youth", prefix="[Youth]")
+    return directory
+
+
 @pytest.fixture
-def club_dir(tmp_path: Path) -> Path:
+def club_dir(tmp_path: Path, club_template: Path) -> Path:
     """An initialised lists.d for myclub.org with the list youth and no members.
 
     Tests post from 127.0.0.1 without SPF or DKIM, so loopback is a trusted network here
     (posts count as authenticated); tests of sender authentication set it back to [].
+    A copy of one template (fresh files, fresh times), so each test owns its club.
     """
     directory = tmp_path / "lists.d"
-    init_club(directory, "myclub.org", "admin@myclub.org", "My Club", "Europe/Berlin")
-    config_set(Store(directory), Actor.shell(), "listen.trusted_networks", ["127.0.0.0/8", "::1"])
-    list_create(Store(directory), Actor.shell(), "youth", prefix="[Youth]")
+    shutil.copytree(club_template, directory, copy_function=shutil.copy)
     return directory
 
 

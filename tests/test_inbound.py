@@ -15,6 +15,7 @@ import trustme
 from conftest import Runner
 from daemon import DaemonProcess
 from mta import RemoteMTA
+from shared_daemon import SharedDaemon, build_club, cli_runner
 
 from clublist.actions import Actor
 from clublist.actions.lists import list_create
@@ -27,8 +28,7 @@ POST = (
 )
 
 
-@pytest.fixture
-def club(store: Store) -> Store:
+def populate(store: Store) -> Store:
     admin = Actor.shell()
     list_create(store, admin, "trainer", owners=["tom@example.org"])
     member_add(store, admin, "anna@example.org", "Anna", ("youth",))
@@ -39,16 +39,38 @@ def club(store: Store) -> Store:
     return store
 
 
-@pytest.fixture
-def sink() -> Iterator[RemoteMTA]:
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedDaemon]:
+    """One daemon for the module; each test starts with it reset (see shared_daemon)."""
+    directory = tmp_path_factory.mktemp("inbound") / "lists.d"
+    populate(build_club(directory))
     with RemoteMTA() as server:
-        yield server
+        running = SharedDaemon.start(directory, server)
+        try:
+            yield running
+        finally:
+            running.stop()
 
 
 @pytest.fixture
-def daemon(club: Store, club_dir: Path, tmp_path: Path, sink: RemoteMTA) -> Iterator[DaemonProcess]:
-    with DaemonProcess(club_dir, tmp_path / "var" / "state.sqlite3", smarthost=f"127.0.0.1:{sink.port}") as d:
-        yield d
+def daemon(shared: SharedDaemon) -> DaemonProcess:
+    shared.reset()
+    return shared.daemon
+
+
+@pytest.fixture
+def sink(shared: SharedDaemon, daemon: DaemonProcess) -> RemoteMTA:
+    return shared.sink
+
+
+@pytest.fixture
+def club_dir(shared: SharedDaemon) -> Path:
+    return shared.club_dir
+
+
+@pytest.fixture
+def cli(shared: SharedDaemon) -> Runner:
+    return cli_runner(shared.club_dir)
 
 
 def smtp(daemon: DaemonProcess) -> smtplib.SMTP:
@@ -204,6 +226,7 @@ def test_cross_post_reaches_a_member_of_both_lists_once(daemon: DaemonProcess, s
 def test_a_loop_is_discarded_and_an_auto_reply_held_for_the_owners(
     daemon: DaemonProcess, sink: RemoteMTA
 ) -> None:
+    mark = len(daemon.lines)
     looped = "List-Id: Youth <youth.myclub.org>\r\n" + POST
     auto = "Auto-Submitted: auto-replied\r\n" + POST
     with smtp(daemon) as client:
@@ -214,34 +237,23 @@ def test_a_loop_is_discarded_and_an_auto_reply_held_for_the_owners(
         assert code == 250 and b"held for approval" in reply
         client.sendmail("anna@example.org", ["youth@myclub.org"], POST.replace("p1@", "p2@"))
     assert sink.wait_for(lambda s: len(s.transactions) == 2)
-    daemon.wait_for_log(lambda line: "discarded" in line)
+    daemon.wait_for_log(lambda line: "discarded" in line, start=mark)
     posts = [t for t in sink.transactions if "youth@myclub.org" in str(t.message["From"])]
     assert [t.message["Message-ID"] for t in posts] == ["<p2@example.org>"]
     (notice,) = [t for t in sink.transactions if t.rcpt_tos == ["admin@myclub.org"]]
     assert "Auto-Submitted: auto-replied" in notice.message.get_content()
 
 
-def test_too_large_is_refused(
-    club: Store, club_dir: Path, tmp_path: Path, sink: RemoteMTA, cli: Runner
-) -> None:
-    cli("config", "set", "listen.max_message_size", "2000")
-    with (
-        DaemonProcess(club_dir, tmp_path / "state.sqlite3", smarthost=f"127.0.0.1:{sink.port}") as daemon,
-        smtp(daemon) as client,
-        pytest.raises(smtplib.SMTPException) as refused,
-    ):
+def test_too_large_is_refused(daemon: DaemonProcess, cli: Runner) -> None:
+    cli("config", "set", "listen.max_message_size", "2000")  # in force when it returns
+    with smtp(daemon) as client, pytest.raises(smtplib.SMTPException) as refused:
         client.sendmail("anna@example.org", ["youth@myclub.org"], POST + "x" * 5000 + "\r\n")
     assert "552" in str(refused.value)
 
 
-def test_daily_limit_counts_the_posts_accepted_today(
-    club: Store, club_dir: Path, tmp_path: Path, sink: RemoteMTA, cli: Runner
-) -> None:
+def test_daily_limit_counts_the_posts_accepted_today(daemon: DaemonProcess, cli: Runner) -> None:
     cli("config", "set", "posting.daily_limit", "1")
-    with (
-        DaemonProcess(club_dir, tmp_path / "state.sqlite3", smarthost=f"127.0.0.1:{sink.port}") as daemon,
-        smtp(daemon) as client,
-    ):
+    with smtp(daemon) as client:
         assert client.sendmail("anna@example.org", ["youth@myclub.org"], POST) == {}
         with pytest.raises(smtplib.SMTPDataError) as refused:
             client.sendmail("anna@example.org", ["youth@myclub.org"], POST.replace("p1@", "p2@"))
@@ -275,36 +287,37 @@ def test_broken_members_file_keeps_the_last_good_version(
 
 
 def test_moderated_post_is_held_then_approved(
-    club: Store, club_dir: Path, sink: RemoteMTA, cli: Runner, tmp_path: Path
+    shared: SharedDaemon, daemon: DaemonProcess, sink: RemoteMTA, cli: Runner
 ) -> None:
-    # Both changes before the daemon starts: a reload between two edits would race the post.
+    # Each change is in force when its command returns, so the post follows both.
     cli("list", "set", "youth", "posting", "moderated")
     cli("list", "set", "youth", "owners", "ben@example.org")
-    state = ["--state", str(tmp_path / "var" / "state.sqlite3")]
-    with DaemonProcess(
-        club_dir, tmp_path / "var" / "state.sqlite3", smarthost=f"127.0.0.1:{sink.port}"
-    ) as daemon:
-        with smtp(daemon) as client:
-            client.sendmail("anna@example.org", ["youth@myclub.org"], POST)
-        assert sink.wait_for(lambda s: s.delivered == {"ben@example.org"})  # the owner's notice
-        notice = sink.transactions[0].message
-        assert str(notice["Subject"]).startswith("Held for youth: Training tonight [held ")
-        (held,) = json.loads(cli(*state, "held", "ls", "--json").stdout)
-        assert held["list_name"] == "youth" and held["author"] == "anna@example.org"
-        cli(*state, "held", "approve", str(held["id"]))
-        assert sink.wait_for(lambda s: s.received_count == 3)
-        assert json.loads(cli(*state, "held", "ls", "--json").stdout) == []
+    state = ["--state", str(shared.state)]
+    with smtp(daemon) as client:
+        client.sendmail("anna@example.org", ["youth@myclub.org"], POST)
+    assert sink.wait_for(lambda s: s.delivered == {"ben@example.org"})  # the owner's notice
+    notice = sink.transactions[0].message
+    assert str(notice["Subject"]).startswith("Held for youth: Training tonight [held ")
+    (held,) = json.loads(cli(*state, "held", "ls", "--json").stdout)
+    assert held["list_name"] == "youth" and held["author"] == "anna@example.org"
+    cli(*state, "held", "approve", str(held["id"]))
+    assert sink.wait_for(lambda s: s.received_count == 3)
+    assert json.loads(cli(*state, "held", "ls", "--json").stdout) == []
 
 
-def test_starttls_is_offered_and_recorded_in_received(
-    club: Store, club_dir: Path, tmp_path: Path, sink: RemoteMTA, cli: Runner
-) -> None:
+def test_starttls_is_offered_and_recorded_in_received(tmp_path: Path) -> None:
+    """Its own club and daemon: the certificate is read at start-up."""
+    club_dir = populate(build_club(tmp_path / "lists.d")).directory
+    cli = cli_runner(club_dir)
     ca = trustme.CA()
     cert = ca.issue_cert("myclub.org")
     cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "cert.pem"))
     cli("config", "set", "tls.cert", str(tmp_path / "cert.pem"))
     cli("config", "set", "tls.require", "true")
-    with DaemonProcess(club_dir, tmp_path / "state.sqlite3", smarthost=f"127.0.0.1:{sink.port}") as daemon:
+    with (
+        RemoteMTA() as sink,
+        DaemonProcess(club_dir, tmp_path / "state.sqlite3", smarthost=f"127.0.0.1:{sink.port}") as daemon,
+    ):
         with smtp(daemon) as client:
             client.ehlo()
             code, _text = client.mail("anna@example.org")

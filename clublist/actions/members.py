@@ -11,14 +11,16 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from clublist.actions import Actor, Done, require_admin
 from clublist.club import model
 from clublist.club.model import Member, address_key, parse_address
 from clublist.club.store import Club, MembersChange, Store
 from clublist.errors import ClublistError, PermissionDenied
-from clublist.outbound.membership import Change, changes_between, queue_membership_notices
+
+if TYPE_CHECKING:  # the notices' modules are imported when a change is made, not to show a member
+    from clublist.outbound.membership import Change
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,8 @@ def apply_members_change(
     store: Store, change: Callable[[Club], MembersChange], notify: Notify | None
 ) -> MembersChange:
     """``store.change_members`` (one locked, atomic write), then the notices for what it changed."""
+    from clublist.outbound.membership import changes_between
+
     found: list[Change] = []
 
     def decide(club: Club) -> MembersChange:
@@ -52,15 +56,20 @@ def apply_members_change(
 
     edit = store.change_members(decide)
     if found and notify is not None and not notify.quiet:
-        announce(store, notify, found)
+        announce(store, notify, found, edit.club)
     return edit
 
 
-def announce(store: Store, notify: Notify, changes: Sequence[Change]) -> int:
-    """Queue the welcome, goodbye and owner notices for *changes*; the daemon delivers them."""
+def announce(store: Store, notify: Notify, changes: Sequence[Change], club: Club | None = None) -> int:
+    """Queue the welcome, goodbye and owner notices for *changes*; the daemon delivers them.
+
+    *club*: the club as the change left it (read again when not given).
+    """
+    from clublist.outbound.membership import queue_membership_notices
     from clublist.state import db
 
-    club = store.load()
+    if club is None:
+        club = store.load()
     conn = db.connect(notify.state_path)
     try:
         with db.transaction(conn):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -17,12 +17,14 @@ from clublist.actions.members import (
     member_set,
     member_show,
 )
-from clublist.actions.roster import RosterPlan, member_export, member_import, member_sync, roster_text
 from clublist.cli import render
 from clublist.cli.app import App, by_mail, json_option, pass_app
 from clublist.cli.complete import list_names, member_addresses
 from clublist.club import model
 from clublist.errors import ClublistError
+
+if TYPE_CHECKING:  # CSV import, export and sync are imported by those commands alone
+    from clublist.actions.roster import RosterPlan
 
 quiet_option = click.option(
     "--quiet", is_flag=True, help="Send no welcome, goodbye or owner notice for this change."
@@ -308,6 +310,8 @@ def import_(
 
     Example: clublist member import roster.csv --update --dry-run
     """
+    from clublist.actions.roster import member_import, roster_text
+
     if app.by_mail:
         raise ClublistError("member import reads a file on the server; run it at the shell")
     text = roster_text(csv_file.read(), getattr(csv_file, "name", "-"), encoding)
@@ -343,6 +347,8 @@ def sync(
 
     Example: clublist member sync roster.csv --dry-run
     """
+    from clublist.actions.roster import member_sync, roster_text
+
     if app.by_mail:
         raise ClublistError("member sync reads a file on the server; run it at the shell")
     text = roster_text(csv_file.read(), getattr(csv_file, "name", "-"), encoding)
@@ -392,6 +398,8 @@ def export(app: App, output: Any) -> None:
 
     Example: clublist member export -o roster.csv
     """
+    from clublist.actions.roster import member_export
+
     text = member_export(app.store, app.actor)
     if app.by_mail:
         app.stream.write(text)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from clublist.club.files import REMINDERS_FILE as REMINDERS_FILE
 from clublist.club.model import Site, check_list_name, parse_address
 from clublist.club.schedule import (
     Schedule,
@@ -23,7 +24,6 @@ from clublist.club.schedule import (
 from clublist.club.tomltext import comment_start, parse_toml, table_header, table_location
 from clublist.errors import ClublistError
 
-REMINDERS_FILE = "reminders.toml"
 SCHEDULE_KEYS = ("at", "every", "cron")
 
 

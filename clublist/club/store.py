@@ -21,9 +21,10 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from clublist.club import cache
+from clublist.club.files import LOCK_FILE, MEMBERS_FILE, REMINDERS_FILE, SITE_FILE
 from clublist.club.model import (
     Advice,
     MailingList,
@@ -36,13 +37,13 @@ from clublist.club.model import (
     site_advice,
     site_from_toml,
 )
-from clublist.club.reminders import REMINDERS_FILE, Reminder, load_reminders, parse_reminders
+from clublist.club.registry import Registry
 from clublist.club.tomltext import atomic_write, comment_start, parse_toml, table_header, table_location
 from clublist.errors import ClublistError
 
-SITE_FILE = "club.toml"
-MEMBERS_FILE = "members.toml"
-LOCK_FILE = ".clublist.lock"
+if TYPE_CHECKING:  # reminders.toml is read by the commands that use it, not on every load
+    from clublist.club.reminders import Reminder
+
 _SPECIAL_FILES = {SITE_FILE, MEMBERS_FILE, REMINDERS_FILE}
 
 
@@ -56,9 +57,8 @@ class Club:
 
     site: Site
     lists: dict[str, MailingList]
-    members: tuple[Member, ...]
+    registry: Registry = field(repr=False)
     warnings: tuple[Advice, ...] = ()
-    _by_address: dict[str, Member] = field(default_factory=dict, repr=False)
     directory: Path | None = None  # lists.d, where templates/ may override the shipped texts
 
     @classmethod
@@ -66,21 +66,21 @@ class Club:
         cls,
         site: Site,
         lists: dict[str, MailingList],
-        members: Iterable[Member],
+        members: Iterable[Member] | Registry,
         warnings: Iterable[Advice] = (),
         directory: Path | None = None,
     ) -> Club:
-        members = tuple(members)
-        by_address: dict[str, Member] = {}
-        for member in members:
-            by_address[member.key] = member
-            for alias in member.aliases:
-                by_address[address_key(alias)] = member
-        return cls(site, lists, members, tuple(warnings), by_address, directory)
+        registry = members if isinstance(members, Registry) else Registry(members)
+        return cls(site, lists, registry, tuple(warnings), directory)
+
+    @property
+    def members(self) -> tuple[Member, ...]:
+        """Every member in file order (built on first use: most commands need one or none)."""
+        return self.registry.members
 
     def member(self, address: str) -> Member | None:
         """The member who owns *address* as their email or one of their aliases."""
-        return self._by_address.get(address_key(address))
+        return self.registry.find(address)
 
     def require_member(self, address: str) -> Member:
         member = self.member(address)
@@ -96,7 +96,7 @@ class Club:
         return mailing_list
 
     def members_of(self, list_name: str) -> list[Member]:
-        return [m for m in self.members if list_name in m.lists]
+        return self.registry.records(self.registry.rows_on(list_name))
 
 
 class Store:
@@ -122,9 +122,9 @@ class Store:
 
     def load(self) -> Club:
         """Read and check every file; any problem is an error naming the file and line."""
-        return self._club(self._members())
+        return self._club(self._registry())
 
-    def _club(self, members: list[Member]) -> Club:
+    def _club(self, members: Registry) -> Club:
         site = self.load_site()
         lists = {}
         for path in sorted(self.directory.glob("*.toml")):
@@ -135,7 +135,7 @@ class Store:
             site, lists, members, _advice(self.directory, site, lists, members), self.directory
         )
 
-    def _members(self, text: str | None = None, stat: os.stat_result | None = None) -> list[Member]:
+    def _registry(self, text: str | None = None, stat: os.stat_result | None = None) -> Registry:
         """The registry: from the cache when members.toml is the file it was made from, else parsed.
 
         *text* and *stat*, when given, are members.toml as the caller read it (under the lock).
@@ -145,18 +145,18 @@ class Store:
             try:
                 stat = path.stat()
             except FileNotFoundError:
-                return []
+                return Registry()
         source = cache.identity(stat)
         if self.cache_dir is not None:
-            cached = cache.read(self.cache_dir, source)
+            cached = cache.read_registry(self.cache_dir, source)
             if cached is not None:
                 return cached
         if text is None:
             text = _located(path, lambda t: t)
-        members = parse_members(path, text)
+        registry = Registry(parse_members(path, text))
         if self.cache_dir is not None:
-            cache.write(self.cache_dir, source, members)
-        return members
+            cache.write(self.cache_dir, source, registry)
+        return registry
 
     def load_site(self) -> Site:
         """club.toml alone, checked; an error names the file and line."""
@@ -191,6 +191,8 @@ class Store:
 
     def reminders(self) -> list[Reminder]:
         """Every reminder in reminders.toml (none when the file does not exist yet)."""
+        from clublist.club.reminders import load_reminders
+
         return load_reminders(self.path(REMINDERS_FILE))
 
     @contextlib.contextmanager
@@ -247,27 +249,36 @@ class Store:
                     text, stat = handle.read(), os.fstat(handle.fileno())
             except FileNotFoundError:
                 text, stat = MEMBERS_HEADER, None
-            members = self._members(text, stat) if stat is not None else []
-            club = self._club(members)
+            registry = self._registry(text, stat) if stat is not None else Registry()
+            club = self._club(registry)
             edit = change(club)
             if not edit.added and not edit.replaced and not edit.removed:
                 return edit
-            new_text = _apply_member_edit(text, [m.key for m in club.members], edit)
-            expected = _expected_members(club.members, edit)
+            new_text = _apply_member_edit(text, registry, edit)
+            expected = registry.edited(edit.added, edit.replaced, edit.removed)
             _verify_member_edit(path, new_text, len(text), expected, edit)
             self.write_text(MEMBERS_FILE, new_text)
             if self.cache_dir is not None:
                 cache.write(self.cache_dir, cache.identity(path.stat()), expected)
+            edit.club = Club.build(
+                club.site,
+                club.lists,
+                expected,
+                _advice(self.directory, club.site, club.lists, expected),
+                self.directory,
+            )
             return edit
 
 
-def _advice(
-    directory: Path, site: Site, lists: dict[str, MailingList], members: list[Member]
-) -> list[Advice]:
+def _advice(directory: Path, site: Site, lists: dict[str, MailingList], members: Registry) -> list[Advice]:
     """What loads but quietly loses mail: lists without a file, owners who receive nothing."""
     members_path = directory / MEMBERS_FILE
     advice = site_advice(site)
-    for member in members:
+    # Records share one tuple per combination of lists: look at each combination once.
+    combinations = members.column("lists")
+    strays = {names for names in set(combinations) if any(name not in lists for name in names)}
+    rows = [row for row, names in enumerate(combinations) if names in strays] if strays else []
+    for member in members.records(rows):
         for name in member.lists:
             if name not in lists:
                 advice.append(
@@ -278,7 +289,12 @@ def _advice(
                 )
     # Only the owners are looked up: a map of every member would be a second registry's worth.
     owner_keys = {address_key(owner) for mailing_list in lists.values() for owner in mailing_list.owners}
-    owners = {m.key: m for m in members if m.key in owner_keys}
+    owners: dict[str, Member] = {}
+    if owner_keys:
+        keys = members.column("_key")
+        owners = {
+            m.key: m for m in members.records(row for row, key in enumerate(keys) if key in owner_keys)
+        }
     for mailing_list in lists.values():
         for owner in mailing_list.owners:
             owner_member = owners.get(address_key(owner))
@@ -300,6 +316,8 @@ class MembersChange:
     added: list[Member] = field(default_factory=list)
     replaced: dict[str, Member] = field(default_factory=dict)
     removed: set[str] = field(default_factory=set)
+    # Set by Store.change_members once the change is written: the club as it now is.
+    club: Club | None = field(default=None, repr=False, compare=False)
 
 
 MEMBERS_HEADER = """\
@@ -376,13 +394,8 @@ def _members_from(path: Path, text: str, pieces: Iterable[str]) -> list[Member]:
     return members
 
 
-def _expected_members(members: Iterable[Member], edit: MembersChange) -> list[Member]:
-    out = [edit.replaced.get(m.key, m) for m in members if m.key not in edit.removed]
-    return out + edit.added
-
-
 def _verify_member_edit(
-    path: Path, new_text: str, old_length: int, expected: list[Member], edit: MembersChange
+    path: Path, new_text: str, old_length: int, expected: Registry, edit: MembersChange
 ) -> None:
     """Check the spliced text before it replaces the file, without parsing the whole registry.
 
@@ -408,8 +421,8 @@ def _verify_member_edit(
         )
 
 
-def _indices(members: list[Member], wanted: dict[str, Member]) -> set[int]:
-    return {index for index, member in enumerate(members) if member.key in wanted}
+def _indices(members: Registry, wanted: dict[str, Member]) -> set[int]:
+    return {index for index, key in enumerate(members.column("_key")) if key in wanted}
 
 
 def _member_spans(text: str, only: set[int] | None = None) -> dict[int, tuple[int, int]]:
@@ -432,10 +445,11 @@ def _member_spans(text: str, only: set[int] | None = None) -> dict[int, tuple[in
     return spans
 
 
-def _apply_member_edit(text: str, keys: list[str], edit: MembersChange) -> str:
-    """Splice *edit* into *text*, whose blocks hold the members *keys* in order."""
+def _apply_member_edit(text: str, members: Registry, edit: MembersChange) -> str:
+    """Splice *edit* into *text*, whose blocks hold *members* in order."""
     import tomlkit
 
+    keys = members.column("_key") if edit.removed or edit.replaced else []
     touched = {index for index, key in enumerate(keys) if key in edit.removed or key in edit.replaced}
     spans = _member_spans(text, only=touched) if touched else {}
     if touched and (len(spans) != len(touched) or len(_MEMBER_HEADER.findall(text)) != len(keys)):
@@ -494,6 +508,8 @@ def _check_file(path: Path, text: str) -> None:
     elif path.name == MEMBERS_FILE:
         parse_members(path, text)
     elif path.name == REMINDERS_FILE:
+        from clublist.club.reminders import parse_reminders
+
         parse_reminders(path, text)
     else:
         list_from_toml(path.stem, parse_toml(path, text))

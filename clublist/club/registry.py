@@ -1,0 +1,191 @@
+"""The member registry in memory: records, or the cache's columns until records are needed.
+
+A command that shows one member or appends one should not build 50,000 records to do so.
+A :class:`Registry` read from the cache (:mod:`clublist.club.cache`) keeps its columns, one
+list per field, builds a :class:`Member` only for the rows asked for, and builds them all
+only when :attr:`Registry.members` is used (the daemon's routing wants every record; the
+columns are then let go, so the records are not kept twice).  Look-ups by address use an
+index made on the first look-up.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import deque
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from itertools import compress, repeat
+from typing import Any
+
+from clublist.club.model import Member, address_key
+
+FIELDS = tuple(f.name for f in dataclasses.fields(Member))
+# The records' slots, each a column: the fields and the comparison key.
+SLOTS = (*FIELDS, "_key")
+_SETTERS = tuple(getattr(Member, name).__set__ for name in SLOTS)
+_COLUMN = {name: number for number, name in enumerate(SLOTS)}
+_ALIASES = _COLUMN["aliases"]
+_KEY = _COLUMN["_key"]
+
+Columns = list[list[Any]]
+# Look-ups in the columns before an index is made: a search of 50,000 keys costs about a
+# twentieth of indexing them, so a command that asks for a few addresses never indexes.
+_SCANS = 8
+
+
+def _build(columns: Sequence[Sequence[Any]], count: int) -> list[Member]:
+    """Records from columns of *count* values each, filled column by column at C speed.
+
+    The values were validated when they were first read: a slot's descriptor sets them past
+    the frozen dataclass's guard, as ``__init__`` would have.
+    """
+    members: list[Member] = list(map(object.__new__, repeat(Member, count)))
+    for setter, column in zip(_SETTERS, columns, strict=True):
+        deque(map(setter, members, column), maxlen=0)
+    return members
+
+
+def _row(member: Member) -> list[Any]:
+    return [*(getattr(member, name) for name in FIELDS), member.key]
+
+
+class Registry:
+    """The members of members.toml in file order, as records or as columns."""
+
+    __slots__ = ("_columns", "_index", "_members", "_scans")
+
+    def __init__(self, members: Iterable[Member] = ()) -> None:
+        self._members: tuple[Member, ...] | None = tuple(members)
+        self._columns: Columns | None = None
+        # address_key of every email and alias -> its row, or its record once they are built.
+        self._index: dict[str, int | Member] | None = None
+        self._scans = 0  # look-ups answered without the index
+
+    @classmethod
+    def from_columns(cls, columns: Columns) -> Registry:
+        """A registry over *columns* (one list per :data:`SLOTS` entry, all the same length)."""
+        registry = cls()
+        registry._members = None
+        registry._columns = columns
+        return registry
+
+    def __len__(self) -> int:
+        members, columns = self._members, self._columns
+        return len(members) if members is not None else len(columns[_KEY])  # type: ignore[index]
+
+    @property
+    def members(self) -> tuple[Member, ...]:
+        """Every record, built once."""
+        members = self._members
+        if members is None:
+            columns = self._columns
+            assert columns is not None
+            members = tuple(_build(columns, len(columns[_KEY])))
+            self._members = members
+            self._index = None  # rebuilt to hold the records themselves
+            self._columns = None
+        return members
+
+    def record(self, row: int) -> Member:
+        members = self._members
+        if members is not None:
+            return members[row]
+        columns = self._columns
+        assert columns is not None
+        return _build([(column[row],) for column in columns], 1)[0]
+
+    def records(self, rows: Iterable[int]) -> list[Member]:
+        members = self._members
+        if members is not None:
+            return [members[row] for row in rows]
+        columns = self._columns
+        assert columns is not None
+        rows = list(rows)
+        return _build([list(map(column.__getitem__, rows)) for column in columns], len(rows))
+
+    def find(self, address: str) -> Member | None:
+        """The member who owns *address* as their email or one of their aliases."""
+        key = address_key(address)
+        index = self._index
+        if index is None:
+            if self._members is None and self._scans < _SCANS:
+                self._scans += 1
+                return self._scan(key)
+            index = self._index = self._make_index()
+        found = index.get(key)
+        if found is None or isinstance(found, Member):
+            return found
+        return self.record(found)
+
+    def _scan(self, key: str) -> Member | None:
+        """One look-up without an index: a search of the key column at C speed, then the aliases."""
+        keys = self.column("_key")
+        try:
+            return self.record(keys.index(key))
+        except ValueError:
+            pass
+        aliases = self.column("aliases")
+        for row in compress(range(len(aliases)), aliases):
+            if any(address_key(alias) == key for alias in aliases[row]):
+                return self.record(row)
+        return None
+
+    def _make_index(self) -> dict[str, int | Member]:
+        members = self._members
+        if members is not None:  # the records themselves: no int object per member in a daemon
+            index: dict[str, int | Member] = {m.key: m for m in members}
+            for member in members:
+                for alias in member.aliases:
+                    index[address_key(alias)] = member
+            return index
+        columns = self._columns
+        assert columns is not None
+        index = dict(zip(columns[_KEY], range(len(columns[_KEY])), strict=True))
+        aliases = columns[_ALIASES]
+        for row in compress(range(len(aliases)), aliases):
+            for alias in aliases[row]:
+                index[address_key(alias)] = row
+        return index
+
+    def column(self, name: str) -> list[Any]:
+        """One field of every member in order (``_key``: their comparison keys); do not change it."""
+        if self._members is not None:
+            if name == "_key":
+                return [m.key for m in self._members]
+            return [getattr(m, name) for m in self._members]
+        assert self._columns is not None
+        return self._columns[_COLUMN[name]]
+
+    def rows_on(self, list_name: str) -> list[int]:
+        """The rows of the members on *list_name*, in order."""
+        lists = self.column("lists")
+        # Records share one tuple per combination of lists: test each combination once.
+        on = {names for names in set(lists) if list_name in names}
+        return [row for row, names in enumerate(lists) if names in on]
+
+    def columns(self) -> Columns:
+        """The registry as columns, one list per :data:`SLOTS` entry (the cache's layout)."""
+        if self._columns is not None:
+            return self._columns
+        return [self.column(name) for name in SLOTS]
+
+    def edited(
+        self, added: Sequence[Member], replaced: Mapping[str, Member], removed: Collection[str]
+    ) -> Registry:
+        """The registry after a change: *replaced* and *removed* are keys of members in it."""
+        if self._columns is None:
+            kept = [replaced.get(m.key, m) for m in self.members if m.key not in removed]
+            return Registry([*kept, *added])
+        columns = [list(column) for column in self._columns]
+        keys = columns[_KEY]
+        if replaced:
+            row_of = {key: row for row, key in enumerate(keys) if key in replaced}
+            for key, member in replaced.items():
+                for column, value in zip(columns, _row(member), strict=True):
+                    column[row_of[key]] = value
+        if removed:
+            keep = [key not in removed for key in self._columns[_KEY]]
+            columns = [list(compress(column, keep)) for column in columns]
+        for member in added:
+            for column, value in zip(columns, _row(member), strict=True):
+                column.append(value)
+        return Registry.from_columns(columns)

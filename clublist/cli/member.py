@@ -160,10 +160,11 @@ def ls(app: App, list_name: str | None, search: str, as_json: bool) -> None:
 
     Example: clublist member ls --list youth --search berg --json
     """
-    rows = [_row(m) for m in member_ls(app.store, app.actor, list_name, search)]
+    members = member_ls(app.store, app.actor, list_name, search)
     if as_json:
-        render.json_out(app, rows)
+        render.json_records(app, members)
     else:
+        rows = [_row(m) for m in members]
         render.table(app, rows, ["email", "name", "lists", "delivery"], empty="no members")
 
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import operator
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from json.encoder import encode_basestring as _json_text  # the C encoder json.dumps uses
 from typing import Any
 
 from clublist.actions import Done
@@ -51,6 +53,40 @@ def span(seconds: float) -> str:
 
 def json_out(app: App, value: Any) -> None:
     app.stream.write(json.dumps(to_plain(value), indent=2, ensure_ascii=False) + "\n")
+
+
+def json_records(app: App, records: Sequence[Any]) -> None:
+    """Records of one dataclass as :func:`json_out` prints them, fast enough for 50,000.
+
+    ``json.dumps`` with an indent runs in pure Python, some 100 µs a record; here each field
+    is encoded column by column (text by the C encoder, any other value once per distinct
+    value) and the records are laid out with one format string.  JSON text holds no raw
+    newline, so a nested value is indented by adding spaces after each of its newlines.
+    """
+    fields = [f.name for f in dataclasses.fields(records[0])] if records else []
+    if not fields:
+        json_out(app, records)
+        return
+    keys = [_json_text(name).replace("%", "%%") for name in fields]
+    template = "  {\n" + ",\n".join(f"    {key}: %s" for key in keys) + "\n  }"
+    columns = [_json_column(list(map(operator.attrgetter(name), records))) for name in fields]
+    app.stream.write("[\n" + ",\n".join(map(template.__mod__, zip(*columns, strict=True))) + "\n]\n")
+
+
+def _json_column(values: list[Any]) -> list[str]:
+    """Each value as JSON text inside a record (two levels deep): each distinct value once."""
+    if set(map(type, values)) == {str}:
+        return list(map(_json_text, values))
+    keyed = list(zip(map(type, values), values, strict=True))  # True and 1 are different values
+    try:
+        texts = {key: _nested_json(key[1]) for key in set(keyed)}
+    except TypeError:  # a value that cannot be hashed
+        return [_nested_json(value) for value in values]
+    return list(map(texts.__getitem__, keyed))
+
+
+def _nested_json(value: Any) -> str:
+    return json.dumps(to_plain(value), indent=2, ensure_ascii=False).replace("\n", "\n    ")
 
 
 def local_time(app: App, value: datetime) -> str:

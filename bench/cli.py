@@ -23,10 +23,15 @@ a script).  Reported: every run and the median.
 For context the same way: ``python -c pass`` (the interpreter alone) and
 ``python -c "import click"``.  With hyperfine on PATH, ``--help`` is also
 timed by hyperfine (its median is printed next to ours).
+
+clublist's modules are byte-compiled first, as pip does when it installs a package: a
+checkout run with ``PYTHONDONTWRITEBYTECODE`` set would otherwise compile them again in
+every process timed.  ``--only big`` (or help, import, ls, queue) runs one group of cases.
 """
 
 from __future__ import annotations
 
+import compileall
 import json
 import shutil
 import subprocess
@@ -166,33 +171,57 @@ def main() -> None:
     parser.add_argument("--store-runs", type=int, default=7, help="runs of import and ls")
     parser.add_argument("--big", type=int, default=50_000, help="members in the large registry")
     parser.add_argument("--json", help="write the figures to this file")
+    parser.add_argument(
+        "--only", choices=GROUPS, action="append", help="run only this group of cases (repeatable)"
+    )
     args = parser.parse_args()
+    groups = args.only or GROUPS
 
+    import clublist
+
+    compileall.compile_dir(Path(clublist.__file__).parent, quiet=1)
     results: dict[str, object] = {}
     say("CLI (whole process, wall clock)")
-    results["python_pass"] = report("python -c pass", timed([PYTHON, "-c", "pass"], args.runs, 2))
-    results["python_click"] = report(
-        "python -c 'import click'", timed([PYTHON, "-c", "import click"], args.runs, 2)
-    )
-    results["help"] = report("clublist --help", timed([CLUBLIST, "--help"], args.runs, 2))
-    hyperfine = hyperfine_median(f"{CLUBLIST} --help", args.runs)
+    if "help" in groups:
+        results.update(help_runs(args.runs))
+    if "import" in groups:
+        results["import_1000"] = report("member import (1,000 new)", import_runs(args.store_runs, 1000))
+    if "ls" in groups:
+        results.update(ls_runs(args.store_runs))
+    if "big" in groups:
+        results.update(big_registry(args.big, args.store_runs))
+    if "queue" in groups:
+        results.update(queue_runs(args.store_runs))
+    write_json(args.json, {"cli": results})
+
+
+GROUPS = ("help", "import", "ls", "big", "queue")
+
+
+def help_runs(runs: int) -> dict[str, object]:
+    results: dict[str, object] = {}
+    results["python_pass"] = report("python -c pass", timed([PYTHON, "-c", "pass"], runs, 2))
+    click = timed([PYTHON, "-c", "import click"], runs, 2)
+    results["python_click"] = report("python -c 'import click'", click)
+    results["help"] = report("clublist --help", timed([CLUBLIST, "--help"], runs, 2))
+    hyperfine = hyperfine_median(f"{CLUBLIST} --help", runs)
     if hyperfine is not None:
         say(f"  {'clublist --help (hyperfine)':<34}: median {hyperfine * 1000:7.1f} ms")
         results["help_hyperfine_median_s"] = hyperfine
-    results["import_1000"] = report("member import (1,000 new)", import_runs(args.store_runs, 1000))
+    return results
+
+
+def ls_runs(runs: int) -> dict[str, object]:
+    results: dict[str, object] = {}
     with temporary_root("ls") as root:
         club = make_club(root, {"youth": 5000})
         base = [CLUBLIST, "--dir", str(club.directory), "member", "ls"]
-        results["ls_5000"] = report("member ls (5,000)", timed(base, args.store_runs))
-        results["ls_5000_json"] = report(
-            "member ls --json (5,000)", timed([*base, "--json"], args.store_runs)
-        )
+        results["ls_5000"] = report("member ls (5,000)", timed(base, runs))
+        results["ls_5000_json"] = report("member ls --json (5,000)", timed([*base, "--json"], runs))
         results["ls_5000_list"] = report(
-            "member ls --list youth (5,000)", timed([*base, "--list", "youth"], args.store_runs)
+            "member ls --list youth (5,000)", timed([*base, "--list", "youth"], runs)
         )
-    results.update(big_registry(args.big, args.store_runs))
-    results.update(queue_runs(args.store_runs))
-    write_json(args.json, {"cli": results})
+    return results
 
 
 def big_registry(size: int, runs: int) -> dict[str, object]:
@@ -209,6 +238,10 @@ def big_registry(size: int, runs: int) -> dict[str, object]:
         results[f"show_{size}"] = report(f"member show ({size:,})", timed([*base, "show", shown], runs))
         listing = timed([*base, "ls", "--json"], runs)
         results[f"ls_{size}_json"] = report(f"member ls --json ({size:,})", listing)
+        one = subprocess.run([*base, "show", shown, "--json"], capture_output=True, timeout=120, check=True)
+        every = subprocess.run([*base, "ls", "--json"], capture_output=True, timeout=120, check=True)
+        if json.loads(one.stdout)["email"] != shown or len(json.loads(every.stdout)) != size + runs:
+            raise RuntimeError("member show or member ls --json did not answer as they should")
     return results
 
 

@@ -20,6 +20,10 @@ What a private instance needs (Postfix 3.7 from Debian, run as root; no ``postmu
 - ``myhostname`` other than clublist's greeting name, or Postfix takes the hop to clublist
   for a mail loop.
 
+Postfix re-reads a main.cf changed within the last second or two until it has "cooled down"
+(its load_file pauses 0.3 s per try), so every command after an edit would wait up to 2 s;
+:func:`settle` dates the files back once they are written (nothing writes them half-way here).
+
 ``postfix -c DIR start`` returns once the master runs; ``stop`` only signals it, so
 :meth:`PrivatePostfix.stop` waits on the master's pid (pidfd) until it has exited.
 """
@@ -87,6 +91,16 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def settle(config_directory: Path) -> None:
+    """Date main.cf and master.cf back a minute: they are complete, no Postfix command need wait
+    for them to cool down."""
+    past = time.time() - 60
+    for name in ("main.cf", "master.cf"):
+        path = config_directory / name
+        if path.exists():
+            os.utime(path, (past, past))
+
+
 class PrivatePostfix:
     """One Postfix instance in a fresh directory; ``config`` is its config_directory."""
 
@@ -128,6 +142,7 @@ class PrivatePostfix:
         }
         (self.config / "main.cf").write_text("".join(f"{k} = {v}\n" for k, v in settings.items()))
         (self.config / "master.cf").write_text(BASE_MASTER_CF)
+        settle(self.config)
 
     def apply(self, files: dict, routes: dict[str, int]) -> None:
         """Put ``clublist postfix --json``'s lines where they go: main.cf settings with
@@ -143,9 +158,13 @@ class PrivatePostfix:
             *(f"{domain} smtp:[127.0.0.1]:{port}" for domain, port in routes.items()),
         ]
         Path(transport["path"]).write_text("".join(f"{line}\n" for line in lines))
+        settle(self.config)
 
     def postconf(self, *args: str) -> str:
-        return self.command("postconf", "-c", str(self.config), *args)
+        try:
+            return self.command("postconf", "-c", str(self.config), *args)
+        finally:
+            settle(self.config)  # after -e, -X, -P
 
     def command(self, *args: str) -> str:
         """Run a Postfix command; its fatal errors are in the maillog, shown when it fails."""

@@ -25,7 +25,7 @@ from click.testing import CliRunner, Result
 from daemon import DaemonProcess
 from dnsserver import DNSServer
 from mta import Behaviour, RemoteMTA, Transaction
-from postfix import PrivatePostfix, free_port, unavailable
+from postfix import PrivatePostfix, free_port, settle, unavailable
 
 from clublist.actions import Actor
 from clublist.actions.config import init_club
@@ -365,6 +365,7 @@ def test_clublist_check_looks_at_the_postfix_in_front(front: Front) -> None:
 def test_clublist_check_leaves_a_postfix_that_is_not_in_front_alone(front: Front, tmp_path: Path) -> None:
     (tmp_path / "main.cf").write_text("compatibility_level = 3.6\n")
     (tmp_path / "master.cf").write_text("")
+    settle(tmp_path)
     result = CliRunner().invoke(
         main,
         ["--dir", str(front.club_dir), "--state", str(front.state), "check", "--only", "postfix", "--json"],

@@ -71,6 +71,14 @@ def daemon(club_dir: Path, sink: Sink, tmp_path_factory: pytest.TempPathFactory)
         yield process
 
 
+@pytest.fixture(scope="module", autouse=True)
+def idle_session(daemon: DaemonProcess) -> Iterator[smtplib.SMTP]:
+    """A session that says EHLO and then nothing, opened before the module's first test: its
+    listen.idle_timeout runs out while the other tests run, not in a wait of its own."""
+    with connect(daemon, "127.0.0.7") as client:
+        yield client
+
+
 def connect(daemon: DaemonProcess, source: str = "127.0.0.1") -> smtplib.SMTP:
     client = smtplib.SMTP("127.0.0.1", daemon.port, timeout=30, source_address=(source, 0))
     client.ehlo("client.example.org")
@@ -217,12 +225,6 @@ def test_the_eleventh_connection_from_one_client_is_refused_and_others_still_get
             client.close()
 
 
-def test_a_session_idle_before_mail_from_is_closed_with_421(daemon: DaemonProcess) -> None:
-    with connect(daemon, "127.0.0.7") as client:
-        code, text = client.getreply()  # nothing sent: the server speaks when listen.idle_timeout is up
-    assert (code, text) == (421, b"4.4.2 Idle too long before MAIL FROM, closing the connection")
-
-
 # --- shutdown --------------------------------------------------------------------------
 
 
@@ -307,3 +309,11 @@ def test_raw_latin1_header_bytes_arrive_as_the_right_characters(daemon: DaemonPr
         )
     )
     assert not any("\ufffd" in str(t.message["Subject"]) + t.message.get_content() for t in sink.transactions)
+
+
+# --- last, so that the idle session's timeout has run out meanwhile -----------------------
+
+
+def test_a_session_idle_before_mail_from_is_closed_with_421(idle_session: smtplib.SMTP) -> None:
+    code, text = idle_session.getreply()  # nothing sent: the server speaks when listen.idle_timeout is up
+    assert (code, text) == (421, b"4.4.2 Idle too long before MAIL FROM, closing the connection")

@@ -1,7 +1,8 @@
 """Faults of the outbound side, through one real ``clublist run``: it waits them out and charges nobody.
 
-The daemon runs with ``CLUBLIST_BUSY_TIMEOUT=1`` (SQLite's wait for another connection's write
-lock), so a lock held a few seconds already outlasts the busy timeout more than once; the
+The daemon runs with ``CLUBLIST_BUSY_TIMEOUT=0.25`` (SQLite's wait for another connection's
+write lock; its only other writer here is one short CLI transaction), so a lock held a second
+or two already outlasts the busy timeout more than once; the
 75-second lock with the default 30 s timeout is the ``slow`` test.  Disk full is real: the state
 database lives on a 8 MB tmpfs that the test fills with a file (mounting needs root; without it
 that test is skipped).  The smarthost is a loopback aiosmtpd whose answers each test switches.
@@ -117,7 +118,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
                 club_dir,
                 var / "state.sqlite3",
                 smarthost=f"127.0.0.1:{sink.port}",
-                env={"CLUBLIST_BUSY_TIMEOUT": "1"},
+                env={"CLUBLIST_BUSY_TIMEOUT": "0.25"},
             ) as daemon:
                 yield Rig(base, club_dir, var / "state.sqlite3", daemon, sink, smarthost, tmpfs)
                 assert daemon.process.poll() is None, "\n".join(daemon.lines)

@@ -9,7 +9,6 @@ import email.policy
 import json
 import logging
 import re
-import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,11 +18,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from club_template import build_club, copy_club
 from conftest import Runner
 
 from clublist.actions import Actor
 from clublist.actions.bounces import bounce_ls
-from clublist.actions.config import config_set, init_club
 from clublist.actions.lists import list_create
 from clublist.actions.members import MemberChanges, member_add, member_set
 from clublist.bounces import dsn as dsn_parser
@@ -64,32 +63,22 @@ TRAINER = ["Bob.Miller@example.com", "felix.braun@contoso.com", "peter@slow-club
 
 @pytest.fixture(scope="module")
 def club_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The club every test starts from, built once: lists.d (as conftest's ``club_dir`` makes it,
-    plus trainer and the members) and var/ with a migrated state database and the VERP secret.
-    Each test works on its own copy (see ``club_dir``)."""
+    """The club every test starts from, built once: trainer and the members besides youth, and
+    var/ with a migrated state database and the VERP secret."""
     root = tmp_path_factory.mktemp("bounces-club")
-    directory = root / "lists.d"
-    admin = Actor.shell()
-    init_club(directory, "myclub.org", "admin@myclub.org", "My Club", "Europe/Berlin")
-    store = Store(directory)
-    config_set(store, admin, "listen.trusted_networks", ["127.0.0.0/8", "::1"])
-    list_create(store, admin, "youth", prefix="[Youth]")
-    list_create(store, admin, "trainer")
+    store = build_club(root, "clublist.sqlite3")
+    list_create(store, Actor.shell(), "trainer")
     for address in YOUTH:
-        member_add(store, admin, address, lists=("youth",))
+        member_add(store, Actor.shell(), address, lists=("youth",))
     for address in TRAINER:
-        member_add(store, admin, address, lists=("trainer",))
-    database = root / "var" / "clublist.sqlite3"
-    state.Writer(database).close()
-    verp.load_secret(database)
+        member_add(store, Actor.shell(), address, lists=("trainer",))
+    verp.load_secret(root / "var" / "clublist.sqlite3")
     return root
 
 
 @pytest.fixture
 def club_dir(club_template: Path, tmp_path: Path) -> Path:
-    """This test's copy of the template (its var/ too); conftest's ``store`` and ``cli`` use it."""
-    shutil.copytree(club_template / "var", tmp_path / "var")
-    return Path(shutil.copytree(club_template / "lists.d", tmp_path / "lists.d"))
+    return copy_club(club_template, tmp_path)
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from club_template import build_club, copy_club
 
 from clublist.actions import Actor
 from clublist.actions.cron import RunResult, parse_duration, read_reminder_runs, run_due
@@ -36,13 +37,26 @@ def berlin(*args: int) -> datetime:
     return datetime(*args, tzinfo=BERLIN)
 
 
-@pytest.fixture
-def club(store: Store) -> Store:
-    """youth (anna, ben) and trainer (ben, carl; owned by tom, who is not a member)."""
+@pytest.fixture(scope="module")
+def club_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """youth (anna, ben) and trainer (ben, carl; owned by tom, who is not a member), built once."""
+    root = tmp_path_factory.mktemp("reminders-club")
+    store = build_club(root, "state.sqlite3")
     list_create(store, ADMIN, "trainer", owners=["tom@example.org"], description="Trainers")
     member_add(store, ADMIN, "anna@example.org", "Anna", ("youth",))
     member_add(store, ADMIN, "ben@example.org", "Ben", ("youth", "trainer"))
     member_add(store, ADMIN, "carl@example.org", "Carl", ("trainer",))
+    return root
+
+
+@pytest.fixture
+def club_dir(club_template: Path, tmp_path: Path) -> Path:
+    return copy_club(club_template, tmp_path)
+
+
+@pytest.fixture
+def club(store: Store) -> Store:
+    """This test's copy of the module's club."""
     return store
 
 

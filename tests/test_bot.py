@@ -15,6 +15,7 @@ from conftest import Runner
 from daemon import DaemonProcess
 from dnsserver import DNSServer
 from mta import Behaviour, RemoteMTA, Transaction
+from shared_daemon import SharedDaemon, build_club, cli_runner
 
 from clublist.actions import Actor
 from clublist.actions.config import config_set
@@ -27,8 +28,7 @@ from clublist.club.store import Store
 TOKEN = re.compile(r"confirm ([0-9a-f]{12})")
 
 
-@pytest.fixture
-def club(store: Store) -> Store:
+def populate(store: Store) -> Store:
     admin = Actor.shell()
     list_create(store, admin, "trainer", owners=["tom@example.org"], description="Trainers")
     member_add(store, admin, "anna@example.org", "Anna", ("youth",))
@@ -66,20 +66,41 @@ class Bot:
         return json.loads(self.cli("member", "show", address, "--json").stdout)
 
 
-@pytest.fixture
-def bot(club: Store, club_dir: Path, tmp_path: Path, cli: Runner) -> Iterator[Bot]:
-    """The bot's mail is not authenticated here (loopback untrusted, no SPF or DKIM in DNS), so
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedDaemon]:
+    """One daemon for the module; each test starts with it reset (see shared_daemon).
+
+    The bot's mail is not authenticated here (loopback untrusted, no SPF or DKIM in DNS), so
     every change needs its confirmation round trip."""
+    store = populate(build_club(tmp_path_factory.mktemp("bot") / "lists.d"))
     with DNSServer() as dns_server, RemoteMTA() as sink:
         for key, value in [
             ("listen.trusted_networks", []),
             ("delivery.dns_servers", ["127.0.0.1"]),
             ("delivery.dns_port", dns_server.port),
         ]:
-            config_set(club, Actor.shell(), key, value)
-        state = tmp_path / "var" / "state.sqlite3"
-        with DaemonProcess(club_dir, state, smarthost=f"127.0.0.1:{sink.port}") as daemon:
-            yield Bot(daemon, sink, cli)
+            config_set(store, Actor.shell(), key, value)
+        running = SharedDaemon.start(store.directory, sink)
+        try:
+            yield running
+        finally:
+            running.stop()
+
+
+@pytest.fixture
+def bot(shared: SharedDaemon) -> Bot:
+    shared.reset()
+    return Bot(shared.daemon, shared.sink, cli_runner(shared.club_dir))
+
+
+@pytest.fixture
+def club(shared: SharedDaemon) -> Store:
+    return Store(shared.club_dir)
+
+
+@pytest.fixture
+def club_dir(shared: SharedDaemon) -> Path:
+    return shared.club_dir
 
 
 def reply_text(transaction: Transaction) -> str:
@@ -211,8 +232,10 @@ def expected_help(sender: str, club: Store) -> list[str]:
 @pytest.mark.parametrize("sender", ["anna@example.org", "tom@example.org", "admin@myclub.org"])
 def test_help_lists_exactly_the_commands_the_sender_may_use(bot: Bot, club: Store, sender: str) -> None:
     if sender == "admin@myclub.org":
+        mark = len(bot.daemon.lines)
         member_add(club, Actor.shell(), sender, "Admin", role="admin")
-        bot.daemon.wait_for_log(lambda line: "reloaded lists.d" in line)
+        # Logged by the reload that reads the change, just before it puts it in force.
+        bot.daemon.wait_for_log(lambda line: f"membership: {sender} added" in line, start=mark)
     text = reply_text(bot.mail(sender, "help\r\n"))
     shown = [
         m[1]
@@ -274,7 +297,9 @@ def test_html_only_mail_is_read(bot: Bot) -> None:
     assert "> lists" in text and "leave youth" not in text
 
 
-def test_no_loop_with_an_auto_responder(club: Store, club_dir: Path, tmp_path: Path, cli: Runner) -> None:
+def test_no_loop_with_an_auto_responder(tmp_path: Path) -> None:
+    """Its own club and daemon: here the smarthost answers each message with an out-of-office reply."""
+    club_dir = populate(build_club(tmp_path / "lists.d")).directory
     answered = []
     port = {}
     senders: list[threading.Thread] = []

@@ -18,19 +18,16 @@ line: the next "reloaded lists.d" may still be the reset's.
 
 from __future__ import annotations
 
-import subprocess
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from click.testing import CliRunner
-from conftest import Runner
+from conftest import Ran, Runner
 from daemon import DaemonProcess
 from mta import RemoteMTA
 
-from clublist.actions import Actor
-from clublist.actions.config import config_set, init_club
-from clublist.actions.lists import list_create
 from clublist.cli.app import default_state_path
 from clublist.club.store import Store
 from clublist.club.tomltext import atomic_write
@@ -44,28 +41,25 @@ REMEMBERED = ("post_counts", "recent_posts", "bot_replies", "owner_alerts", "hel
 WAIT = 30.0  # seconds: every wait here has this deadline
 
 
-def build_club(directory: Path) -> Store:
-    """lists.d as conftest's ``club_dir`` makes it: myclub.org, loopback trusted, the list youth."""
-    init_club(directory, "myclub.org", "admin@myclub.org", "My Club", "Europe/Berlin")
-    store = Store(directory)
-    config_set(store, Actor.shell(), "listen.trusted_networks", ["127.0.0.0/8", "::1"])
-    list_create(store, Actor.shell(), "youth", prefix="[Youth]")
-    return store
+def copy_club(template: Path, directory: Path) -> Store:
+    """A club of one's own from conftest's ``club_template``, as its ``club_dir`` makes one."""
+    shutil.copytree(template, directory, copy_function=shutil.copy)
+    return Store(directory)
 
 
 def cli_runner(club_dir: Path) -> Runner:
-    """The CLI in this process on *club_dir* (conftest's ``cli`` is bound to a test's own club)."""
+    """The CLI in this process on *club_dir*, as conftest's ``cli`` runs it on a test's own club."""
     from clublist.cli import main
 
-    def run(*args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = CliRunner().invoke(main, ["--dir", str(club_dir), *args], input=input, env={"NO_COLOR": "1"})
-        if check and result.exit_code != 0:
-            raise AssertionError(
-                f"clublist {' '.join(args)} exited {result.exit_code}:\n{result.stderr}{result.exception!r}"
-            )
-        return subprocess.CompletedProcess(
-            ["clublist", *args], result.exit_code, result.stdout, result.stderr
+    def run(*args: str, input: str | None = None, check: bool = True) -> Ran:
+        env = {"CLUBLIST_DIR": str(club_dir), "NO_COLOR": "1"}
+        outcome = CliRunner().invoke(
+            main, list(args), input=input, env=env, prog_name="clublist", catch_exceptions=False
         )
+        result = Ran(list(args), outcome.exit_code, outcome.stdout, outcome.stderr)
+        if check and result.returncode != 0:
+            raise AssertionError(f"clublist {' '.join(args)} exited {result.returncode}:\n{result.stderr}")
+        return result
 
     return run
 

@@ -15,7 +15,7 @@ from conftest import Runner
 from daemon import DaemonProcess
 from dnsserver import DNSServer
 from mta import Behaviour, RemoteMTA, Transaction
-from shared_daemon import SharedDaemon, build_club, cli_runner
+from shared_daemon import SharedDaemon, cli_runner, copy_club
 
 from clublist.actions import Actor
 from clublist.actions.config import config_set
@@ -67,12 +67,12 @@ class Bot:
 
 
 @pytest.fixture(scope="module")
-def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedDaemon]:
+def shared(tmp_path_factory: pytest.TempPathFactory, club_template: Path) -> Iterator[SharedDaemon]:
     """One daemon for the module; each test starts with it reset (see shared_daemon).
 
     The bot's mail is not authenticated here (loopback untrusted, no SPF or DKIM in DNS), so
     every change needs its confirmation round trip."""
-    store = populate(build_club(tmp_path_factory.mktemp("bot") / "lists.d"))
+    store = populate(copy_club(club_template, tmp_path_factory.mktemp("bot") / "lists.d"))
     with DNSServer() as dns_server, RemoteMTA() as sink:
         for key, value in [
             ("listen.trusted_networks", []),
@@ -297,9 +297,9 @@ def test_html_only_mail_is_read(bot: Bot) -> None:
     assert "> lists" in text and "leave youth" not in text
 
 
-def test_no_loop_with_an_auto_responder(tmp_path: Path) -> None:
+def test_no_loop_with_an_auto_responder(tmp_path: Path, club_template: Path) -> None:
     """Its own club and daemon: here the smarthost answers each message with an out-of-office reply."""
-    club_dir = populate(build_club(tmp_path / "lists.d")).directory
+    club_dir = populate(copy_club(club_template, tmp_path / "lists.d")).directory
     answered = []
     port = {}
     senders: list[threading.Thread] = []

@@ -15,7 +15,7 @@ import trustme
 from conftest import Runner
 from daemon import DaemonProcess
 from mta import RemoteMTA
-from shared_daemon import SharedDaemon, build_club, cli_runner
+from shared_daemon import SharedDaemon, cli_runner, copy_club
 
 from clublist.actions import Actor
 from clublist.actions.lists import list_create
@@ -40,10 +40,10 @@ def populate(store: Store) -> Store:
 
 
 @pytest.fixture(scope="module")
-def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SharedDaemon]:
+def shared(tmp_path_factory: pytest.TempPathFactory, club_template: Path) -> Iterator[SharedDaemon]:
     """One daemon for the module; each test starts with it reset (see shared_daemon)."""
     directory = tmp_path_factory.mktemp("inbound") / "lists.d"
-    populate(build_club(directory))
+    populate(copy_club(club_template, directory))
     with RemoteMTA() as server:
         running = SharedDaemon.start(directory, server)
         try:
@@ -305,9 +305,9 @@ def test_moderated_post_is_held_then_approved(
     assert json.loads(cli(*state, "held", "ls", "--json").stdout) == []
 
 
-def test_starttls_is_offered_and_recorded_in_received(tmp_path: Path) -> None:
+def test_starttls_is_offered_and_recorded_in_received(tmp_path: Path, club_template: Path) -> None:
     """Its own club and daemon: the certificate is read at start-up."""
-    club_dir = populate(build_club(tmp_path / "lists.d")).directory
+    club_dir = populate(copy_club(club_template, tmp_path / "lists.d")).directory
     cli = cli_runner(club_dir)
     ca = trustme.CA()
     cert = ca.issue_cert("myclub.org")

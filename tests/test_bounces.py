@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from club_template import build_club, copy_club
 from conftest import Runner
+from module_club import copy_club, start_club
 
 from clublist.actions import Actor
 from clublist.actions.bounces import bounce_ls
@@ -62,11 +62,11 @@ TRAINER = ["Bob.Miller@example.com", "felix.braun@contoso.com", "peter@slow-club
 
 
 @pytest.fixture(scope="module")
-def club_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def members_club(club_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The club every test starts from, built once: trainer and the members besides youth, and
     var/ with a migrated state database and the VERP secret."""
     root = tmp_path_factory.mktemp("bounces-club")
-    store = build_club(root, "clublist.sqlite3")
+    store = start_club(club_template, root, "clublist.sqlite3")
     list_create(store, Actor.shell(), "trainer")
     for address in YOUTH:
         member_add(store, Actor.shell(), address, lists=("youth",))
@@ -77,8 +77,8 @@ def club_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def club_dir(club_template: Path, tmp_path: Path) -> Path:
-    return copy_club(club_template, tmp_path)
+def club_dir(members_club: Path, tmp_path: Path) -> Path:
+    return copy_club(members_club, tmp_path)
 
 
 @pytest.fixture

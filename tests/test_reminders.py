@@ -15,7 +15,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from club_template import build_club, copy_club
+from module_club import copy_club, start_club
 
 from clublist.actions import Actor
 from clublist.actions.cron import RunResult, parse_duration, read_reminder_runs, run_due
@@ -38,10 +38,10 @@ def berlin(*args: int) -> datetime:
 
 
 @pytest.fixture(scope="module")
-def club_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def members_club(club_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """youth (anna, ben) and trainer (ben, carl; owned by tom, who is not a member), built once."""
     root = tmp_path_factory.mktemp("reminders-club")
-    store = build_club(root, "state.sqlite3")
+    store = start_club(club_template, root, "state.sqlite3")
     list_create(store, ADMIN, "trainer", owners=["tom@example.org"], description="Trainers")
     member_add(store, ADMIN, "anna@example.org", "Anna", ("youth",))
     member_add(store, ADMIN, "ben@example.org", "Ben", ("youth", "trainer"))
@@ -50,8 +50,8 @@ def club_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def club_dir(club_template: Path, tmp_path: Path) -> Path:
-    return copy_club(club_template, tmp_path)
+def club_dir(members_club: Path, tmp_path: Path) -> Path:
+    return copy_club(members_club, tmp_path)
 
 
 @pytest.fixture

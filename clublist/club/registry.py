@@ -11,6 +11,7 @@ index made on the first look-up.
 from __future__ import annotations
 
 import dataclasses
+import operator
 from collections import deque
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from itertools import compress, repeat
@@ -49,7 +50,12 @@ def _row(member: Member) -> list[Any]:
 
 
 class Registry:
-    """The members of members.toml in file order, as records or as columns."""
+    """The members of members.toml in file order, as records or as columns.
+
+    Safe to share between threads (the daemon looks members up while a reload's thread
+    compares registries): the records are set before the columns are let go, and every
+    reader takes the columns first, else the records.
+    """
 
     __slots__ = ("_columns", "_index", "_members", "_scans")
 
@@ -64,41 +70,42 @@ class Registry:
     def from_columns(cls, columns: Columns) -> Registry:
         """A registry over *columns* (one list per :data:`SLOTS` entry, all the same length)."""
         registry = cls()
-        registry._members = None
         registry._columns = columns
+        registry._members = None
         return registry
 
+    def _records(self) -> tuple[Member, ...]:
+        members = self._members
+        assert members is not None  # there are columns until there are records
+        return members
+
     def __len__(self) -> int:
-        members, columns = self._members, self._columns
-        return len(members) if members is not None else len(columns[_KEY])  # type: ignore[index]
+        columns = self._columns
+        return len(columns[_KEY]) if columns is not None else len(self._records())
 
     @property
     def members(self) -> tuple[Member, ...]:
         """Every record, built once."""
-        members = self._members
-        if members is None:
-            columns = self._columns
-            assert columns is not None
-            members = tuple(_build(columns, len(columns[_KEY])))
-            self._members = members
-            self._index = None  # rebuilt to hold the records themselves
-            self._columns = None
+        columns = self._columns
+        if columns is None:
+            return self._records()
+        members = tuple(_build(columns, len(columns[_KEY])))
+        self._members = members
+        self._columns = None
+        self._index = None  # made again to hold the records themselves
         return members
 
     def record(self, row: int) -> Member:
-        members = self._members
-        if members is not None:
-            return members[row]
         columns = self._columns
-        assert columns is not None
+        if columns is None:
+            return self._records()[row]
         return _build([(column[row],) for column in columns], 1)[0]
 
     def records(self, rows: Iterable[int]) -> list[Member]:
-        members = self._members
-        if members is not None:
-            return [members[row] for row in rows]
         columns = self._columns
-        assert columns is not None
+        if columns is None:
+            members = self._records()
+            return [members[row] for row in rows]
         rows = list(rows)
         return _build([list(map(column.__getitem__, rows)) for column in columns], len(rows))
 
@@ -107,38 +114,37 @@ class Registry:
         key = address_key(address)
         index = self._index
         if index is None:
-            if self._members is None and self._scans < _SCANS:
+            columns = self._columns
+            if columns is not None and self._scans < _SCANS:
                 self._scans += 1
-                return self._scan(key)
+                return self._scan(columns, key)
             index = self._index = self._make_index()
         found = index.get(key)
         if found is None or isinstance(found, Member):
             return found
         return self.record(found)
 
-    def _scan(self, key: str) -> Member | None:
+    def _scan(self, columns: Columns, key: str) -> Member | None:
         """One look-up without an index: a search of the key column at C speed, then the aliases."""
-        keys = self.column("_key")
         try:
-            return self.record(keys.index(key))
+            return self.record(columns[_KEY].index(key))
         except ValueError:
             pass
-        aliases = self.column("aliases")
+        aliases = columns[_ALIASES]
         for row in compress(range(len(aliases)), aliases):
             if any(address_key(alias) == key for alias in aliases[row]):
                 return self.record(row)
         return None
 
     def _make_index(self) -> dict[str, int | Member]:
-        members = self._members
-        if members is not None:  # the records themselves: no int object per member in a daemon
+        columns = self._columns
+        if columns is None:  # the records themselves: no int object per member in a daemon
+            members = self._records()
             index: dict[str, int | Member] = {m.key: m for m in members}
             for member in members:
                 for alias in member.aliases:
                     index[address_key(alias)] = member
             return index
-        columns = self._columns
-        assert columns is not None
         index = dict(zip(columns[_KEY], range(len(columns[_KEY])), strict=True))
         aliases = columns[_ALIASES]
         for row in compress(range(len(aliases)), aliases):
@@ -148,12 +154,13 @@ class Registry:
 
     def column(self, name: str) -> list[Any]:
         """One field of every member in order (``_key``: their comparison keys); do not change it."""
-        if self._members is not None:
-            if name == "_key":
-                return [m.key for m in self._members]
-            return [getattr(m, name) for m in self._members]
-        assert self._columns is not None
-        return self._columns[_COLUMN[name]]
+        columns = self._columns
+        if columns is not None:
+            return columns[_COLUMN[name]]
+        members = self._records()
+        if name == "_key":
+            return [m.key for m in members]
+        return list(map(operator.attrgetter(name), members))
 
     def rows_on(self, list_name: str) -> list[int]:
         """The rows of the members on *list_name*, in order."""
@@ -164,26 +171,27 @@ class Registry:
 
     def columns(self) -> Columns:
         """The registry as columns, one list per :data:`SLOTS` entry (the cache's layout)."""
-        if self._columns is not None:
-            return self._columns
+        columns = self._columns
+        if columns is not None:
+            return columns
         return [self.column(name) for name in SLOTS]
 
     def edited(
         self, added: Sequence[Member], replaced: Mapping[str, Member], removed: Collection[str]
     ) -> Registry:
         """The registry after a change: *replaced* and *removed* are keys of members in it."""
-        if self._columns is None:
-            kept = [replaced.get(m.key, m) for m in self.members if m.key not in removed]
+        old = self._columns
+        if old is None:
+            kept = [replaced.get(m.key, m) for m in self._records() if m.key not in removed]
             return Registry([*kept, *added])
-        columns = [list(column) for column in self._columns]
-        keys = columns[_KEY]
+        columns = [list(column) for column in old]
         if replaced:
-            row_of = {key: row for row, key in enumerate(keys) if key in replaced}
-            for key, member in replaced.items():
-                for column, value in zip(columns, _row(member), strict=True):
-                    column[row_of[key]] = value
+            row_of = {key: row for row, key in enumerate(old[_KEY]) if key in replaced}
+            for key, row in row_of.items():
+                for column, value in zip(columns, _row(replaced[key]), strict=True):
+                    column[row] = value
         if removed:
-            keep = [key not in removed for key in self._columns[_KEY]]
+            keep = [key not in removed for key in old[_KEY]]
             columns = [list(compress(column, keep)) for column in columns]
         for member in added:
             for column, value in zip(columns, _row(member), strict=True):

@@ -60,15 +60,13 @@ def test_look_ups_in_the_columns_find_what_the_records_find(tmp_path: Path) -> N
     assert columns.find("nobody@example.org") is None
 
 
-def test_rows_records_and_lists_read_from_columns(tmp_path: Path) -> None:
+def test_records_read_from_columns(tmp_path: Path) -> None:
     columns = from_cache(tmp_path, MEMBERS)
     assert len(columns) == len(MEMBERS)
-    assert columns.rows_on("board") == [0, 2, 3]
     assert columns.records([3, 1]) == [MEMBERS[3], MEMBERS[1]]
     assert columns.record(4) == MEMBERS[4]
     assert columns.column("_key")[0] == "anna.berg@example.org"
     assert columns.members == tuple(MEMBERS)
-    assert Registry(MEMBERS).rows_on("board") == [0, 2, 3]
 
 
 @pytest.mark.parametrize(

@@ -162,13 +162,6 @@ class Registry:
             return [m.key for m in members]
         return list(map(operator.attrgetter(name), members))
 
-    def rows_on(self, list_name: str) -> list[int]:
-        """The rows of the members on *list_name*, in order."""
-        lists = self.column("lists")
-        # Records share one tuple per combination of lists: test each combination once.
-        on = {names for names in set(lists) if list_name in names}
-        return [row for row, names in enumerate(lists) if names in on]
-
     def columns(self) -> Columns:
         """The registry as columns, one list per :data:`SLOTS` entry (the cache's layout)."""
         columns = self._columns

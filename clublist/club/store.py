@@ -96,7 +96,8 @@ class Club:
         return mailing_list
 
     def members_of(self, list_name: str) -> list[Member]:
-        return self.registry.records(self.registry.rows_on(list_name))
+        # From the records, built once: the daemon asks for every post, and a list is often most of the club.
+        return [m for m in self.members if list_name in m.lists]
 
 
 class Store:

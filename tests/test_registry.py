@@ -69,6 +69,19 @@ def test_records_read_from_columns(tmp_path: Path) -> None:
     assert columns.members == tuple(MEMBERS)
 
 
+def test_a_column_kept_as_the_few_rows_that_differ_comes_back_whole(tmp_path: Path) -> None:
+    members = [Member(f"m{n}@example.org", f"M {n}", ("youth",)) for n in range(40)]
+    members[3] = Member("m3@example.org", lists=("youth",), aliases=("three@home.example",))
+    members[7] = Member("m7@example.org", delivery="disabled", disabled_reason="bounces: 5.1.1")
+    members[11] = Member("M11@Example.org", daily_limit=0, moderated=True, digest=("youth",), role="admin")
+    registry = from_cache(tmp_path, members)
+    assert registry.members == tuple(members)
+    assert [m.key for m in registry.members] == [m.key for m in members]
+    assert registry.find("THREE@home.example") == members[3]
+    packed = cache._pack(Registry(members).columns())
+    assert sum(isinstance(column, tuple) for column in packed) == 8  # all but email, name and lists
+
+
 @pytest.mark.parametrize(
     "added, replaced, removed",
     [

@@ -74,15 +74,16 @@ def json_records(app: App, records: Sequence[Any]) -> None:
 
 
 def _json_column(values: list[Any]) -> list[str]:
-    """Each value as JSON text inside a record (two levels deep): each distinct value once."""
+    """Each value as JSON text inside a record (two levels deep).
+
+    Text goes through the C encoder; anything else is encoded once per object (records
+    share their tuples, and None, True and False are one object each).
+    """
     if set(map(type, values)) == {str}:
         return list(map(_json_text, values))
-    keyed = list(zip(map(type, values), values, strict=True))  # True and 1 are different values
-    try:
-        texts = {key: _nested_json(key[1]) for key in set(keyed)}
-    except TypeError:  # a value that cannot be hashed
-        return [_nested_json(value) for value in values]
-    return list(map(texts.__getitem__, keyed))
+    objects = dict(zip(map(id, values), values, strict=True))  # every value is alive in *values*
+    texts = {key: _nested_json(value) for key, value in objects.items()}
+    return list(map(texts.__getitem__, map(id, values)))
 
 
 def _nested_json(value: Any) -> str:

@@ -164,7 +164,7 @@ def ls(app: App, list_name: str | None, search: str, as_json: bool) -> None:
     if as_json:
         render.json_records(app, members)
     else:
-        rows = [_row(m) for m in members]
+        rows = [{"email": m.email, "name": m.name, "lists": m.lists, "delivery": m.delivery} for m in members]
         render.table(app, rows, ["email", "name", "lists", "delivery"], empty="no members")
 
 

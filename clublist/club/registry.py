@@ -11,6 +11,7 @@ index made on the first look-up.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import operator
 from collections import deque
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -39,9 +40,15 @@ def _build(columns: Sequence[Sequence[Any]], count: int) -> list[Member]:
     The values were validated when they were first read: a slot's descriptor sets them past
     the frozen dataclass's guard, as ``__init__`` would have.
     """
-    members: list[Member] = list(map(object.__new__, repeat(Member, count)))
-    for setter, column in zip(_SETTERS, columns, strict=True):
-        deque(map(setter, members, column), maxlen=0)
+    collecting = gc.isenabled()
+    gc.disable()  # a collection every 700 new records would look at all of them, and find no cycle
+    try:
+        members: list[Member] = list(map(object.__new__, repeat(Member, count)))
+        for setter, column in zip(_SETTERS, columns, strict=True):
+            deque(map(setter, members, column), maxlen=0)
+    finally:
+        if collecting:
+            gc.enable()
     return members
 
 

@@ -282,8 +282,9 @@ class Daemon:
         pending = await self.writer.run(archive.unfiled)
         if not pending:
             return
-        filed = await asyncio.to_thread(archive.write_files, archive.root_of(self.state_path), pending)
-        await self.writer.run(lambda conn: archive.mark_filed(conn, filed))
+        root = archive.root_of(self.state_path)
+        filed = await asyncio.to_thread(archive.write_files, root, pending)
+        await self.writer.run(lambda conn: archive.mark_filed(conn, root, filed))
         log.debug("archive: filed %d entries", len(filed))
 
     async def _prune_archives(self) -> None:

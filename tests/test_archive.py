@@ -32,6 +32,8 @@ from clublist.actions.members import MemberChanges, member_add, member_set
 from clublist.cli import main
 from clublist.cli.app import App
 from clublist.club.store import Store
+from clublist.mail import archive
+from clublist.state import db as state_db
 
 SUBJECTS = ["Training moved", "Shoes for the match", "Summer camp"]
 
@@ -188,6 +190,24 @@ def test_retention_prunes_entries_older_than_archive_days(club: Club) -> None:
     assert json.loads(club.cli("archive", "ls", "trainer", "--json")) == []
     assert not list(mailbox.Maildir(club.state.parent / "archive" / "trainer", create=False).keys())
     assert len(json.loads(club.cli("archive", "ls", "youth", "--json"))) == 3  # youth keeps everything
+
+
+def test_a_file_written_for_an_entry_pruned_meanwhile_is_removed(tmp_path: Path) -> None:
+    """The filer reads an entry, prune removes its row and sweeps, then the file lands: it goes."""
+    state_path = tmp_path / "var" / "clublist.sqlite3"
+    conn = state_db.connect(state_path)
+    root = archive.root_of(state_path)
+    with state_db.transaction(conn):
+        archive.record(conn, "youth", b"Subject: Old\r\n\r\nGone.\r\n", author="a", subject="Old", now=1.0)
+        archive.record(conn, "youth", b"Subject: New\r\n\r\nKept.\r\n", author="a", subject="New", now=9.0)
+    pending = archive.unfiled(conn)
+    assert archive.prune(conn, root, "youth", before=5.0) == 1
+    filed = archive.write_files(root, pending)
+    with state_db.transaction(conn):
+        archive.mark_filed(conn, root, filed)
+    assert sorted(archive.maildir(root, "youth").keys()) == [archive.maildir_key(2)]
+    assert archive.unfiled(conn) == []
+    conn.close()
 
 
 def test_sigkill_right_after_250_ends_delivered_and_archived(tmp_path: Path) -> None:

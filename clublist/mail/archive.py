@@ -101,8 +101,18 @@ def write_files(root: Path, entries: list[tuple[str, int, str, bytes]]) -> list[
     return done
 
 
-def mark_filed(conn: sqlite3.Connection, filed: list[tuple[str, int]]) -> None:
-    conn.executemany("UPDATE archive SET content = NULL WHERE list_name = ? AND number = ?", filed)
+def mark_filed(conn: sqlite3.Connection, root: Path, filed: list[tuple[str, int]]) -> None:
+    """Drop the bytes of entries now on disk, in the caller's transaction.
+
+    An entry pruned while its file was being written has no row left: its file goes too,
+    since :func:`prune` removes rows first and then only the files it can see.
+    """
+    for list_name, number in filed:
+        marked = conn.execute(
+            "UPDATE archive SET content = NULL WHERE list_name = ? AND number = ?", (list_name, number)
+        )
+        if marked.rowcount == 0:
+            maildir(root, list_name).discard(maildir_key(number))
 
 
 def file_entries(conn: sqlite3.Connection) -> int:
@@ -110,14 +120,15 @@ def file_entries(conn: sqlite3.Connection) -> int:
 
     A file that cannot be written is logged and left to the daemon: its bytes stay in the row.
     """
+    root = database_root(conn)
     try:
-        filed = write_files(database_root(conn), unfiled(conn))
+        filed = write_files(root, unfiled(conn))
     except OSError as exc:
         log.warning("archive: could not write Maildir files (%s); clublist run writes them later", exc)
         return 0
     if filed:
         with transaction(conn):
-            mark_filed(conn, filed)
+            mark_filed(conn, root, filed)
     return len(filed)
 
 

@@ -3,7 +3,8 @@
 Start-up, the main loop and shutdown are separate steps.  Signals only set
 flags: SIGTERM/SIGINT stop accepting, let transactions in flight finish
 within a timeout and leave the rest due (a second one exits at once),
-SIGHUP reloads lists.d and the TLS certificate, SIGUSR1 wakes the worker
+SIGHUP reloads lists.d and the TLS certificate (any reload that finds the tls
+settings changed loads the certificate too), SIGUSR1 wakes the worker
 (``clublist queue flush`` sends it).  With ``unsubscribe.url`` set it also
 serves one-click unsubscribe over HTTP (:mod:`clublist.oneclick`; a change
 of that URL or its port takes a restart), and with ``listen.policy_port``
@@ -357,15 +358,16 @@ class Daemon:
             log.warning("%s", warning)
         for line in await asyncio.to_thread(membership_changes, self.club.members, club.members):
             log.info("%s", line)
+        tls = tls or club.site.tls != self.club.site.tls  # a new tls.cert needs no SIGHUP of its own
         self.club = club  # one assignment: each SMTP transaction takes one snapshot
         self.worker.reconfigure(config)
-        self._lock.confirm_reload(started)
-        self.bounces.start()  # disablings a broken members.toml held up can go ahead now
         if tls:
             try:
                 self.tls_context = self._tls_context(club.site)
             except ClublistError as exc:
                 log.error("TLS certificate not reloaded: %s", exc)
+        self._lock.confirm_reload(started)  # after the certificate: the command waits for both
+        self.bounces.start()  # disablings a broken members.toml held up can go ahead now
         log.info("reloaded lists.d: %d lists, %d members", len(club.lists), len(club.members))
 
     # --- pieces ----------------------------------------------------------------------

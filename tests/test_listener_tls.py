@@ -90,6 +90,27 @@ def test_starttls_announces_no_auth_and_records_a_verified_client_certificate(
     assert "x-tls-client-cert" not in str(without_cert["Authentication-Results"])
 
 
+def test_a_new_tls_cert_in_club_toml_is_served_after_the_reload_that_reads_it(
+    tls_daemon: tuple[DaemonProcess, RemoteMTA], ca: trustme.CA, club_dir: Path, tmp_path: Path
+) -> None:
+    """Whichever reload reads the new path loads the certificate: the file watcher's, with no SIGHUP."""
+    daemon, _sink = tls_daemon
+    renewed = tmp_path / "renewed.pem"
+    ca.issue_cert("myclub.org", "renewed.myclub.org").private_key_and_cert_chain_pem.write_to_path(
+        str(renewed)
+    )
+    club_toml = club_dir / "club.toml"
+    old = str(tmp_path / "cert.pem")
+    assert old in club_toml.read_text()
+    mark = len(daemon.lines)
+    club_toml.write_text(club_toml.read_text().replace(old, str(renewed)))
+    daemon.wait_for_log(lambda line: "reloaded lists.d" in line, start=mark)
+    with smtplib.SMTP("127.0.0.1", daemon.port, timeout=30) as client:
+        client.starttls(context=client_context(ca, None))
+        names = [value for _kind, value in client.sock.getpeercert()["subjectAltName"]]  # type: ignore[union-attr]
+    assert names == ["myclub.org", "renewed.myclub.org"]
+
+
 def test_tls_require_without_a_certificate_refuses_to_start(
     store: Store, club_dir: Path, tmp_path: Path
 ) -> None:

@@ -366,6 +366,12 @@ class DeliveryWorker:
             task = asyncio.get_running_loop().create_task(self._deliver_destination(destination, deliveries))
             self._tasks.add(task)
             task.add_done_callback(self._task_done)
+        # Start loading and signing what can be sent at once (see _load), and let the loads ask
+        # the writer before the next claim does.
+        for delivery in list({d.message_id: d for d in claimed}.values())[: self.config.concurrency]:
+            self._load(delivery)
+        if claimed:
+            await asyncio.sleep(0)
         if wait:
             while self._tasks:
                 await asyncio.gather(*list(self._tasks))
@@ -377,11 +383,22 @@ class DeliveryWorker:
 
     async def _content_of(self, delivery: Delivery) -> bytes:
         """The message as it leaves, pinned by the calling task; one load serves every transaction."""
+        return await asyncio.shield(self._load(delivery))  # one transaction cancelled must not cancel it
+
+    def _load(self, delivery: Delivery) -> asyncio.Future[bytes]:
+        """The shared load of a message's content, started now if it is not yet under way.
+
+        The worker starts it at the claim for the messages it can send at once: started by
+        their first transaction, it would wait in the state writer's line behind the next claim
+        (thousands of rows of a big post) before signing could begin, and every connection with it.
+        """
         load = self._content.get(delivery.message_id)
         if load is None:
             load = asyncio.ensure_future(self._load_signed(delivery))
+            # Its transactions read a failure; one started ahead may have none left to read it.
+            load.add_done_callback(lambda done: done.cancelled() or done.exception())
             self._content[delivery.message_id] = load
-        return await asyncio.shield(load)  # one transaction cancelled must not cancel the shared load
+        return load
 
     async def _load_signed(self, delivery: Delivery) -> bytes:
         content = await self.load_content(delivery.message_id)
@@ -484,8 +501,8 @@ class DeliveryWorker:
         # Ranked by the transactions of this message before it: posts take turns (fairness.py).
         rank = self._turns.get(first.message_id, 0)
         self._turns[first.message_id] = rank + 1
+        outcomes: dict[int, Outcome] = {}
         async with self._global.slot(rank), gate.slot(rank):
-            outcomes: dict[int, Outcome] = {}
             try:
                 try:
                     content = await self._content_of(first)
@@ -500,7 +517,9 @@ class DeliveryWorker:
                     log.exception("unexpected error sending %s; deferring its recipients", first.queue_id)
                 for delivery in batch:  # what a server already answered stands
                     outcomes.setdefault(delivery.id, _defer(delivery, "internal error in clublist", ""))
-            await self._record(list(outcomes.values()), batch)
+        # Stored after the slot is given back: the connection goes on to the next transaction
+        # while the state writer commits these outcomes.
+        await self._record(list(outcomes.values()), batch)
 
     async def _attempt(
         self,

@@ -379,7 +379,7 @@ class DeliveryWorker:
 
     async def load_content(self, message_id: int) -> bytes:
         """A message's content from the queue (tests slow it down as a busy writer does)."""
-        return await self.writer.run(lambda c: queue.content(c, message_id))
+        return await self.writer.read(lambda c: queue.content(c, message_id))
 
     async def _content_of(self, delivery: Delivery) -> bytes:
         """The message as it leaves, pinned by the calling task; one load serves every transaction."""

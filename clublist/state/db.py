@@ -308,13 +308,17 @@ class Writer:
     ``await writer.run(job)`` runs ``job(conn)`` inside a transaction shared
     with whatever other jobs were waiting, each under its own savepoint so one
     failing job does not undo the others, and returns once the commit is on
-    disk.
+    disk.  ``await writer.read(job)`` runs a job that only reads on a connection
+    of its own, in a thread, so it never waits in that line.
     """
 
     def __init__(self, path: Path) -> None:
+        self.path = path
         self.conn = connect(path)
         self._jobs: queue.SimpleQueue[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]] | None]
         self._jobs = queue.SimpleQueue()
+        self._reader: sqlite3.Connection | None = None
+        self._reading = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name="clublist-state-writer", daemon=True)
         self._thread.start()
 
@@ -325,10 +329,33 @@ class Writer:
         self._jobs.put((job, future))
         return await future
 
+    async def read(self, job: Callable[[sqlite3.Connection], T]) -> T:
+        """``job(conn)`` on a read connection, in a thread: it sees what is committed.
+
+        In the writer's line it would wait for the writes queued before it and for their
+        commit (a claim of thousands of rows, an fsync), which the worker's content loads
+        cannot afford: every connection of a fan-out waits for its message's content.
+        """
+        import asyncio
+
+        return await asyncio.to_thread(self._read, job)
+
+    def _read(self, job: Callable[[sqlite3.Connection], T]) -> T:
+        with self._reading:
+            if self._reader is None:
+                self._reader = sqlite3.connect(
+                    self.path, isolation_level=None, timeout=BUSY_TIMEOUT, check_same_thread=False
+                )
+            return job(self._reader)
+
     def close(self) -> None:
         self._jobs.put(None)
         self._thread.join()
         self.conn.close()
+        with self._reading:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
 
     def _loop(self) -> None:
         while True:

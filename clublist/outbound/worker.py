@@ -49,6 +49,7 @@ from clublist.dns import DNSPermanentError, DNSTemporaryError, Resolver
 from clublist.errors import ClublistError
 from clublist.outbound import reports, sender_refusals, signing, unsubscribe, verp
 from clublist.outbound.fairness import FairGate
+from clublist.outbound.rcpt import rcpt
 from clublist.state import queue
 from clublist.state.db import Writer, is_transient
 from clublist.state.queue import Delivery, Outcome, RetryPolicy
@@ -597,7 +598,7 @@ class DeliveryWorker:
         accepted = []
         for delivery in batch:
             try:
-                await smtp.rcpt(delivery.recipient)
+                await rcpt(smtp, delivery.recipient)
                 accepted.append(delivery)
             except aiosmtplib.SMTPRecipientRefused as exc:
                 if sender_refusals.is_relay_or_auth_refusal(exc.code, exc.message):

@@ -56,7 +56,7 @@ def read_registry(cache_dir: Path, source: Identity) -> Registry | None:
         if header != (_FORMAT, SLOTS, source) or not isinstance(stored, list) or len(stored) != len(SLOTS):
             return None
         columns = _unpack(stored)
-    except (OSError, ValueError, EOFError, TypeError, IndexError):
+    except (OSError, ValueError, EOFError, TypeError, IndexError, KeyError):
         return None
     return Registry.from_columns(columns)
 

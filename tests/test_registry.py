@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,11 +13,11 @@ import pytest
 
 from clublist.actions import Actor
 from clublist.actions.lists import list_set
-from clublist.actions.members import MemberChanges, member_add, member_set
+from clublist.actions.members import MemberChanges, member_add, member_ls, member_set
 from clublist.cli import render
 from clublist.cli.app import App
 from clublist.club import cache
-from clublist.club.model import Member
+from clublist.club.model import MEMBER_KEYS, Member
 from clublist.club.registry import Registry
 from clublist.club.store import MEMBERS_FILE, MembersChange, Store
 
@@ -135,6 +137,20 @@ def test_advice_from_the_cache_is_the_advice_from_the_file(cached: Store) -> Non
     assert any("owner owner@example.org has delivery disabled" in text for text in texts)
 
 
+def test_a_listing_is_read_from_the_columns(cached: Store) -> None:
+    member_add(cached, ADMIN, "anna@example.org", "Anna Berg", ("youth",), aliases=("berg@home.example",))
+    member_add(cached, ADMIN, "bo@example.org", "Bo", ())
+    member_add(cached, ADMIN, "Carl.Berg@Example.org", "Carl", ("youth",))
+    everyone = member_ls(cached, ADMIN)
+    youth_bergs = member_ls(cached, ADMIN, "youth", "BERG")
+    assert youth_bergs._members is None  # read from the columns: no record built to answer
+    assert youth_bergs.column("name") == ["Anna Berg", "Carl"]
+    assert [m.email for m in everyone] == ["anna@example.org", "bo@example.org", "Carl.Berg@Example.org"]
+    assert [m.email for m in youth_bergs] == ["anna@example.org", "Carl.Berg@Example.org"]
+    assert [m.email for m in member_ls(cached, ADMIN, search="home.example")] == ["anna@example.org"]
+    assert list(Registry(everyone).select([2, 0])) == [everyone.record(2), everyone.record(0)]
+
+
 @dataclass(frozen=True)
 class Nested:
     when: datetime
@@ -142,16 +158,22 @@ class Nested:
     extra: dict[str, object] = field(default_factory=dict)
 
 
-def test_records_print_as_json_out_prints_them(tmp_path: Path) -> None:
+def test_columns_print_as_json_out_prints_their_records(tmp_path: Path) -> None:
     app = App(tmp_path, tmp_path / "state.sqlite3")
     nested = [
         Nested(datetime(2026, 12, 1, 18, 0, tzinfo=UTC), ("a", "%s"), {"k": [1, True, None]}),
         Nested(datetime(2026, 12, 2, tzinfo=UTC)),
     ]
-    for records in (MEMBERS, [MEMBERS[0]], [], nested):
+    for records in (MEMBERS, [MEMBERS[0]], [MEMBERS[3]], [MEMBERS[3]] * 3, [], nested):
+        names = [f.name for f in dataclasses.fields(Nested if records is nested else Member)]
         slow, fast = io.StringIO(), io.StringIO()
         app.out = slow
         render.json_out(app, list(records))
         app.out = fast
-        render.json_records(app, records)
+        render.json_columns(app, names, [[getattr(r, name) for r in records] for name in names])
         assert fast.getvalue() == slow.getvalue()
+    app.out = fast = io.StringIO()
+    registry = from_cache(tmp_path, MEMBERS)
+    render.json_columns(app, MEMBER_KEYS, [registry.column(name) for name in MEMBER_KEYS])
+    expected = json.dumps([render.to_plain(m) for m in MEMBERS], indent=2, ensure_ascii=False)
+    assert fast.getvalue() == expected + "\n"

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from clublist.actions import Actor, Done, require_admin
 from clublist.club import model
 from clublist.club.model import Member, address_key, parse_address
+from clublist.club.registry import Registry
 from clublist.club.store import Club, MembersChange, Store
 from clublist.errors import ClublistError, PermissionDenied
 
@@ -80,28 +81,34 @@ def announce(store: Store, notify: Notify, changes: Sequence[Change], club: Club
     return sent
 
 
-def member_ls(store: Store, actor: Actor, list_name: str | None = None, search: str = "") -> list[Member]:
+def member_ls(store: Store, actor: Actor, list_name: str | None = None, search: str = "") -> Registry:
     """The registry, or one list's members: the administrator sees all, a list's members see theirs.
 
-    *search* keeps the members whose address, an alias or name contains it, in any case.
+    *search* keeps the members whose address, an alias or name contains it, in any case.  The
+    answer is read from the registry's columns, so listing 50,000 members builds no record.
     """
     club = store.load()
+    registry = club.registry
+    rows: Sequence[int] | None = None
     if list_name is None:
         require_admin(actor, "see every member")
-        members = list(club.members)
     else:
         mailing_list = club.require_list(list_name)
         if not (actor.may_manage(mailing_list) or _is_on(club, actor, list_name)):
             raise PermissionDenied(f"only members of {list_name} may see who is on it")
-        members = club.members_of(mailing_list.name)
+        rows = [row for row, names in enumerate(registry.column("lists")) if mailing_list.name in names]
     needle = search.casefold().strip()
-    if not needle:
-        return members
-    return [
-        m
-        for m in members
-        if any(needle in text.casefold() for text in (m.email, address_key(m.email), m.name, *m.aliases))
-    ]
+    if needle:
+        emails, names, aliases = (registry.column(field) for field in ("email", "name", "aliases"))
+        rows = [
+            row
+            for row in (range(len(registry)) if rows is None else rows)
+            if any(
+                needle in text.casefold()
+                for text in (emails[row], address_key(emails[row]), names[row], *aliases[row])
+            )
+        ]
+    return registry if rows is None else registry.select(rows)
 
 
 def _is_on(club: Club, actor: Actor, list_name: str) -> bool:

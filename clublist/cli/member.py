@@ -162,10 +162,11 @@ def ls(app: App, list_name: str | None, search: str, as_json: bool) -> None:
     """
     members = member_ls(app.store, app.actor, list_name, search)
     if as_json:
-        render.json_records(app, members)
+        render.json_columns(app, model.MEMBER_KEYS, [members.column(name) for name in model.MEMBER_KEYS])
     else:
-        rows = [{"email": m.email, "name": m.name, "lists": m.lists, "delivery": m.delivery} for m in members]
-        render.table(app, rows, ["email", "name", "lists", "delivery"], empty="no members")
+        shown = ["email", "name", "lists", "delivery"]
+        rows = [dict(zip(shown, row, strict=True)) for row in zip(*map(members.column, shown), strict=True)]
+        render.table(app, rows, shown, empty="no members")
 
 
 @by_mail("member", changes=False)

@@ -14,6 +14,7 @@ import json
 import operator
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from itertools import repeat
 from json.encoder import encode_basestring as _json_text  # the C encoder json.dumps uses
 from typing import Any
 
@@ -55,25 +56,33 @@ def json_out(app: App, value: Any) -> None:
     app.stream.write(json.dumps(to_plain(value), indent=2, ensure_ascii=False) + "\n")
 
 
-def json_records(app: App, records: Sequence[Any]) -> None:
-    """Records of one dataclass as :func:`json_out` prints them, fast enough for 50,000.
+def json_columns(app: App, names: Sequence[str], columns: Sequence[Sequence[Any]]) -> None:
+    """Records given as columns (one per key in *names*) as :func:`json_out` prints a list of them.
 
-    ``json.dumps`` with an indent runs in pure Python, some 100 µs a record; here each field
-    is encoded column by column (text by the C encoder, any other value once per distinct
-    value) and the records are laid out with one format string.  JSON text holds no raw
-    newline, so a nested value is indented by adding spaces after each of its newlines.
+    ``json.dumps`` with an indent runs in pure Python, some 100 µs a record; here each column
+    is encoded at once (text by the C encoder, any other value once per object), a column
+    that holds one object throughout is written into the format string the records are laid
+    out with: fast enough for 50,000.  JSON text holds no raw newline, so a nested value is
+    indented by adding spaces after each of its newlines.
     """
-    fields = [f.name for f in dataclasses.fields(records[0])] if records else []
-    if not fields:
-        json_out(app, records)
+    count = len(columns[0]) if columns else 0
+    if not count:
+        json_out(app, [])
         return
-    keys = [_json_text(name).replace("%", "%%") for name in fields]
-    template = "  {\n" + ",\n".join(f"    {key}: %s" for key in keys) + "\n  }"
-    columns = [_json_column(list(map(operator.attrgetter(name), records))) for name in fields]
-    app.stream.write("[\n" + ",\n".join(map(template.__mod__, zip(*columns, strict=True))) + "\n]\n")
+    fields, varying = [], []
+    for name, column in zip(names, columns, strict=True):
+        if all(map(operator.is_, column, repeat(column[0]))):
+            value = _nested_json(column[0]) if type(column[0]) is not str else _json_text(column[0])
+            fields.append(f"    {_json_text(name)}: {value}".replace("%", "%%"))
+        else:
+            fields.append(f"    {_json_text(name).replace('%', '%%')}: %s")
+            varying.append(_json_column(column))
+    template = "  {\n" + ",\n".join(fields) + "\n  }"
+    records = map(template.__mod__, zip(*varying, strict=True)) if varying else [template % ()] * count
+    app.stream.write("[\n" + ",\n".join(records) + "\n]\n")
 
 
-def _json_column(values: list[Any]) -> list[str]:
+def _json_column(values: Sequence[Any]) -> list[str]:
     """Each value as JSON text inside a record (two levels deep).
 
     Text goes through the C encoder; anything else is encoded once per object (records

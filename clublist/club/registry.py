@@ -14,7 +14,7 @@ import dataclasses
 import gc
 import operator
 from collections import deque
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from itertools import compress, repeat
 from typing import Any
 
@@ -90,6 +90,9 @@ class Registry:
         columns = self._columns
         return len(columns[_KEY]) if columns is not None else len(self._records())
 
+    def __iter__(self) -> Iterator[Member]:
+        return iter(self.members)
+
     @property
     def members(self) -> tuple[Member, ...]:
         """Every record, built once."""
@@ -115,6 +118,14 @@ class Registry:
             return [members[row] for row in rows]
         rows = list(rows)
         return _build([list(map(column.__getitem__, rows)) for column in columns], len(rows))
+
+    def select(self, rows: Sequence[int]) -> Registry:
+        """The members in *rows*, in that order (as columns when this registry has them)."""
+        columns = self._columns
+        if columns is None:
+            members = self._records()
+            return Registry(members[row] for row in rows)
+        return Registry.from_columns([list(map(column.__getitem__, rows)) for column in columns])
 
     def find(self, address: str) -> Member | None:
         """The member who owns *address* as their email or one of their aliases."""

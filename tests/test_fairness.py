@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiosmtpd.smtp import SMTP, Envelope
 from mta import Behaviour, RemoteMTA
 from test_delivery import MESSAGE, Harness, site_for
 
@@ -35,15 +36,16 @@ def test_the_gate_lets_the_lowest_rank_in_first() -> None:
     async def main() -> list[int]:
         gate = FairGate(1)
         order: list[int] = []
-        await gate.acquire(0)
+        await gate.acquire(100, 0)
 
-        async def waiter(rank: int) -> None:
-            async with gate.slot(rank):
+        async def waiter(message: int, rank: int) -> None:
+            async with gate.slot(message, rank):
                 order.append(rank)
 
-        tasks = [asyncio.ensure_future(waiter(rank)) for rank in (5, 3, 9, 0, 3)]
-        await until(lambda: len(gate._waiters) == len(tasks))  # every waiter has joined the line
-        gate.release()
+        ranks = (5, 3, 9, 0, 3)
+        tasks = [asyncio.ensure_future(waiter(message, rank)) for message, rank in enumerate(ranks)]
+        await until(lambda: all(gate.waiting(m) == [rank] for m, rank in enumerate(ranks)))
+        gate.release(100)
         await asyncio.gather(*tasks)
         return order
 
@@ -53,22 +55,75 @@ def test_the_gate_lets_the_lowest_rank_in_first() -> None:
 def test_a_cancelled_waiter_leaves_the_line_and_a_cancelled_holder_passes_the_slot_on() -> None:
     async def main() -> None:
         gate = FairGate(1)
-        await gate.acquire(0)
-        leaving = asyncio.ensure_future(gate.acquire(1))
-        staying = asyncio.ensure_future(gate.acquire(2))
-        await asyncio.sleep(0)
+        await gate.acquire(7, 0)
+        leaving = asyncio.ensure_future(gate.acquire(7, 1))
+        staying = asyncio.ensure_future(gate.acquire(7, 2))
+        await until(lambda: gate.waiting(7) == [1, 2])
         leaving.cancel()
         with pytest.raises(asyncio.CancelledError):
             await leaving
-        gate.release()  # the slot goes to rank 2: the cancelled rank 1 left the line
+        assert gate.waiting(7) == [2]
+        gate.release(7)  # the slot goes to rank 2: the cancelled rank 1 left the line
         await asyncio.wait_for(staying, 5)
-        given = asyncio.ensure_future(gate.acquire(3))
-        await asyncio.sleep(0)
-        gate.release()  # rank 3 is handed the slot ...
+        given = asyncio.ensure_future(gate.acquire(7, 3))
+        await until(lambda: gate.waiting(7) == [3])
+        gate.release(7)  # rank 3 is handed the slot ...
         given.cancel()  # ... and cancelled before it runs: the slot must be free again
         with pytest.raises(asyncio.CancelledError):
             await given
-        await asyncio.wait_for(gate.acquire(4), 5)
+        assert gate.holding(7) == 0
+        await asyncio.wait_for(gate.acquire(8, 4), 5)
+
+    asyncio.run(main())
+
+
+def test_the_last_free_slot_is_kept_from_the_busiest_message() -> None:
+    async def main() -> None:
+        gate = FairGate(4)
+        for rank in range(3):
+            await asyncio.wait_for(gate.acquire(1, rank), 5)
+        fourth = asyncio.ensure_future(gate.acquire(1, 3))
+        await until(lambda: gate.waiting(1) == [3])  # one slot free, but not for message 1
+        await asyncio.wait_for(gate.acquire(2, 0), 5)  # a message that holds none starts at once
+        gate.release(1)  # message 1 holds 2, message 2 holds 1: the free slot is not for 1 ...
+        assert gate.waiting(1) == [3] and gate.holding(1) == 2
+        await asyncio.wait_for(gate.acquire(2, 1), 5)  # ... but message 2 may take it
+        gate.release(2)
+        gate.release(2)  # message 2 is done: two free, message 1 takes one
+        await asyncio.wait_for(fourth, 5)
+        assert (gate.holding(1), gate.holding(2)) == (3, 0)
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("value", [1, 2, 3])
+def test_a_gate_of_few_slots_keeps_none_back(value: int) -> None:
+    async def main() -> None:
+        gate = FairGate(value)
+        for rank in range(value):
+            await asyncio.wait_for(gate.acquire(1, rank), 5)
+        assert gate.holding(1) == value
+
+    asyncio.run(main())
+
+
+def test_a_small_message_goes_first_and_the_others_wait_while_it_is_under_way() -> None:
+    async def main() -> None:
+        gate = FairGate(2)
+        await gate.acquire(1, 5)
+        await gate.acquire(1, 6)
+        big = asyncio.ensure_future(gate.acquire(3, 0))  # rank 0, but a big message's
+        small = asyncio.ensure_future(gate.acquire(2, 4, small=True))
+        await until(lambda: gate.waiting(2) == [4] and gate.waiting(3) == [0])
+        gate.release(1)
+        await asyncio.wait_for(small, 5)
+        with gate.right_of_way():  # the small message's dialogue
+            pausing = asyncio.ensure_future(gate.give_way())
+            await until(lambda: gate.giving_way == 1)
+            gate.release(1)  # a free slot, and a waiter: not while the small one is under way
+            assert gate.waiting(3) == [0] and not pausing.done()
+        await asyncio.wait_for(asyncio.gather(big, pausing), 5)
+        assert gate.holding(3) == 1 and gate.giving_way == 0
 
     asyncio.run(main())
 
@@ -114,10 +169,11 @@ def test_a_small_post_goes_ahead_of_the_rest_of_a_big_one(
             try:
                 assert await asyncio.to_thread(in_data.wait, 30)
                 small = harness.enqueue(["small1@example.org", "small2@example.org", "small3@example.org"])
+                small_id = queue.require_message(harness.conn, small)
                 worker.wake()
                 gate = worker._per_destination["smarthost"]
                 # Until the small post's transaction waits for its turn.
-                await until(lambda: any(rank == 0 for rank, _arrival, _turn in gate._waiters))
+                await until(lambda: gate.waiting(small_id) == [0])
                 hold.set()
                 assert await asyncio.to_thread(mta.wait_for, lambda m: m.received_count == 203, 60)
                 assert small
@@ -167,6 +223,7 @@ def test_a_post_queued_while_the_worker_claims_is_taken_at_once(
         harness = Harness(tmp_path, site)
         harness.enqueue([f"big{n}@example.org" for n in range(200)])
         claim, claims = queue.claim, []
+        small: list[int] = []  # the small post's message id
 
         async def main() -> None:
             loop = asyncio.get_running_loop()
@@ -178,7 +235,7 @@ def test_a_post_queued_while_the_worker_claims_is_taken_at_once(
             def claim_and_meanwhile_queue(conn: sqlite3.Connection, now: float, **options: Any) -> list[Any]:
                 claims.append(now)
                 if len(claims) == 2:  # in the claim's own transaction: committed with it
-                    queue.enqueue(
+                    queue_id = queue.enqueue(
                         conn,
                         kind="post",
                         sender="bounces@myclub.org",
@@ -187,6 +244,7 @@ def test_a_post_queued_while_the_worker_claims_is_taken_at_once(
                         now=now,
                         list_name="youth",
                     )
+                    small.append(queue.require_message(conn, queue_id))
                     loop.call_soon_threadsafe(worker.wake)
                 return claim(conn, now, **options)
 
@@ -198,7 +256,7 @@ def test_a_post_queued_while_the_worker_claims_is_taken_at_once(
                 gate = worker._per_destination["smarthost"]
 
                 # A lost wake shows here: the small post would wait until 50 big ones are sent.
-                await until(lambda: any(rank == 0 for rank, _arrival, _turn in gate._waiters))
+                await until(lambda: bool(small) and gate.waiting(small[0]) == [0])
                 hold.set()
                 assert await asyncio.to_thread(mta.wait_for, lambda m: m.received_count == 202, 60)
             finally:
@@ -211,3 +269,230 @@ def test_a_post_queued_while_the_worker_claims_is_taken_at_once(
         asyncio.run(main())
     order = ["small" if t.rcpt_tos[0].startswith("small") else "big" for t in mta.transactions]
     assert order.index("small") == 1, order
+
+
+class HoldingSink:
+    """A smarthost in the test's own event loop: it counts open connections, logs each RCPT and
+    DATA as it answers it, and holds one until the event that :attr:`hold_rcpt` or
+    :attr:`hold_data` name for it is set."""
+
+    def __init__(self) -> None:
+        self.open = 0
+        self.most_open = 0
+        self.log: list[str] = []  # "RCPT address", "DATA first-recipient": in the order answered
+        self.held: list[str] = []  # what is held now, as it will be logged
+        self.hold_rcpt: Callable[[str], asyncio.Event | None] = lambda address: None
+        self.hold_data: Callable[[list[str]], asyncio.Event | None] = lambda recipients: None
+
+    async def start(self) -> int:
+        sink = self
+
+        class Counting(SMTP):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                sink.open += 1
+                sink.most_open = max(sink.most_open, sink.open)
+                super().connection_made(transport)
+
+            def connection_lost(self, exc: Exception | None) -> None:
+                sink.open -= 1
+                super().connection_lost(exc)
+
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(lambda: Counting(self, hostname="sink.test"), "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        self.server.close()
+        await self.server.wait_closed()
+
+    async def _answer(self, line: str, hold: asyncio.Event | None) -> None:
+        if hold is not None:
+            self.held.append(line)
+            await hold.wait()
+            self.held.remove(line)
+        self.log.append(line)
+
+    async def handle_RCPT(
+        self, server: SMTP, session: object, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        await self._answer(f"RCPT {address}", self.hold_rcpt(address))
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: SMTP, session: object, envelope: Envelope) -> str:
+        recipients = list(envelope.rcpt_tos)
+        await self._answer(f"DATA {recipients[0]}", self.hold_data(recipients))
+        return "250 2.0.0 OK"
+
+    def count(self, prefix: str) -> int:
+        return sum(line.startswith(prefix) for line in self.log)
+
+
+async def run_worker(harness: Harness, body: Callable[[DeliveryWorker], Awaitable[None]]) -> None:
+    """A running worker for the length of *body*, then stopped and drained."""
+    site = harness.site
+    writer = state.Writer(harness.path)
+    config = DeliveryConfig.from_site(site, harness.path)
+    worker = DeliveryWorker(writer, config, resolver_for(site), clock=harness.clock)
+    stop = asyncio.Event()
+    running = asyncio.ensure_future(worker.run(stop))
+    try:
+        await body(worker)
+    finally:
+        stop.set()
+        await running
+        await worker.drain(5)
+        writer.close()
+
+
+def four_connections(tmp_path: Path, port: int) -> Harness:
+    """A club sending through the sink: four connections at most, ten recipients a transaction."""
+    site = site_for(
+        _no_dns(),
+        1,
+        mode="smarthost",
+        smarthost=f"127.0.0.1:{port}",
+        per_destination_concurrency=4,
+        max_recipients_per_transaction=10,
+        timeout=30,
+    )
+    return Harness(tmp_path, site)
+
+
+SMALL = ["small1@example.org", "small2@example.org", "small3@example.org"]
+
+
+def test_a_small_post_starts_while_a_big_one_fills_the_other_connections(tmp_path: Path) -> None:
+    """A 60-member post takes three of the four connections and no more; its transactions are
+    held in DATA.  A 3-member post queued then goes out on the fourth while all three are still
+    held, and no more than four connections are ever open."""
+
+    async def main() -> HoldingSink:
+        sink = HoldingSink()
+        go = asyncio.Event()
+        sink.hold_data = lambda recipients: go if recipients[0].startswith("big") else None
+        harness = four_connections(tmp_path, await sink.start())
+        big = queue.require_message(
+            harness.conn, harness.enqueue([f"big{n:02d}@example.org" for n in range(60)])
+        )
+
+        async def body(worker: DeliveryWorker) -> None:
+            await until(lambda: len(sink.held) == 3)
+            gate = worker._per_destination["smarthost"]
+            await until(lambda: gate.waiting(big) == [3, 4, 5])  # one slot free, not for the big post
+            assert gate.holding(big) == 3
+            harness.enqueue(SMALL)
+            worker.wake()
+            await until(lambda: sink.count("DATA small") == 1)
+            assert len(sink.held) == 3 and sink.count("DATA big") == 0  # the big post's three still held
+            go.set()
+            await until(lambda: sink.count("DATA big") == 6)
+
+        try:
+            await run_worker(harness, body)
+        finally:
+            go.set()
+            await sink.stop()
+        assert set(harness.statuses().values()) == {"sent"}
+        return sink
+
+    sink = asyncio.run(main())
+    assert sink.most_open <= 4, sink.most_open
+
+
+def test_a_big_post_waits_between_recipients_while_a_small_one_is_sent(tmp_path: Path) -> None:
+    """Both transactions of a 20-member post are held at their fifth RCPT; a 3-member post
+    starts and is held in DATA; then the fifth RCPTs are answered.  The big post's transactions
+    send nothing more until the small post's DATA has been answered."""
+
+    async def main() -> HoldingSink:
+        sink = HoldingSink()
+        fifth_go, small_go = asyncio.Event(), asyncio.Event()
+        fifth = {"big04@example.org", "big14@example.org"}
+        sink.hold_rcpt = lambda address: fifth_go if address in fifth else None
+        sink.hold_data = lambda recipients: small_go if recipients[0].startswith("small") else None
+        harness = four_connections(tmp_path, await sink.start())
+        harness.enqueue([f"big{n:02d}@example.org" for n in range(20)])
+
+        async def body(worker: DeliveryWorker) -> None:
+            await until(lambda: len(sink.held) == 2)
+            harness.enqueue(SMALL)
+            worker.wake()
+            await until(lambda: sink.held[2:] == ["DATA small1@example.org"])
+            fifth_go.set()
+            gate = worker._per_destination["smarthost"]
+            await until(lambda: gate.giving_way == 2)  # both answered, both waiting
+            assert sink.count("RCPT big") == 10
+            small_go.set()
+            await until(lambda: sink.count("DATA") == 3)
+
+        try:
+            await run_worker(harness, body)
+        finally:
+            fifth_go.set()
+            small_go.set()
+            await sink.stop()
+        assert set(harness.statuses().values()) == {"sent"}
+        return sink
+
+    sink = asyncio.run(main())
+    small_done = sink.log.index("DATA small1@example.org")
+    assert small_done < sink.log.index("RCPT big05@example.org"), sink.log
+    assert small_done < sink.log.index("RCPT big15@example.org"), sink.log
+    assert sink.most_open <= 4, sink.most_open
+
+
+def test_new_mail_is_claimed_before_more_of_a_post_in_flight(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Leased 50 rows at a time, a 200-member post takes four claims.  A post queued during the
+    first is taken by the second, ahead of the rest of the big one (whose older rows come first
+    otherwise)."""
+    monkeypatch.setattr(worker_module, "CLAIM_BATCH", 50)
+    claims: list[set[str]] = []  # what each claim took: "big", "small"
+    small: list[int] = []
+    woken: list[Callable[[], None]] = []  # wakes the running worker from the state writer's thread
+    claim = queue.claim
+
+    def claim_and_meanwhile_queue(conn: sqlite3.Connection, now: float, **options: Any) -> list[Any]:
+        if not claims:  # in the first claim's own transaction: committed with it
+            small.append(
+                queue.require_message(
+                    conn,
+                    queue.enqueue(
+                        conn,
+                        kind="post",
+                        sender="bounces@myclub.org",
+                        recipients=SMALL,
+                        content=MESSAGE,
+                        now=now,
+                        list_name="youth",
+                    ),
+                )
+            )
+            woken[0]()
+        rows = claim(conn, now, **options)
+        claims.append({row.recipient.partition("@")[0].rstrip("0123456789") for row in rows})
+        return rows
+
+    monkeypatch.setattr(queue, "claim", claim_and_meanwhile_queue)
+
+    async def main() -> None:
+        sink = HoldingSink()
+        harness = four_connections(tmp_path, await sink.start())
+        harness.enqueue([f"big{n:03d}@example.org" for n in range(200)])
+
+        async def body(worker: DeliveryWorker) -> None:
+            loop = asyncio.get_running_loop()
+            woken.append(lambda: loop.call_soon_threadsafe(worker.wake))  # before the first claim runs
+            await until(lambda: sink.count("DATA") == 21)
+
+        try:
+            await run_worker(harness, body)
+        finally:
+            await sink.stop()
+        assert set(harness.statuses().values()) == {"sent"}
+
+    asyncio.run(main())
+    assert claims[:3] == [{"big"}, {"small"}, {"big"}], claims
+    assert small

@@ -48,7 +48,7 @@ from clublist.club.model import Site, parse_hostport
 from clublist.dns import DNSPermanentError, DNSTemporaryError, Resolver
 from clublist.errors import ClublistError
 from clublist.outbound import reports, sender_refusals, signing, unsubscribe, verp
-from clublist.outbound.fairness import FairGate
+from clublist.outbound.fairness import FairGate, Turn
 from clublist.outbound.rcpt import rcpt
 from clublist.state import queue
 from clublist.state.db import Writer, is_transient
@@ -285,6 +285,7 @@ class DeliveryWorker:
         self._global = FairGate(config.concurrency)
         self._per_destination: dict[str, FairGate] = {}
         self._turns: dict[int, int] = {}  # per message in flight: transactions started (their rank)
+        self._rows: dict[int, int] = {}  # per message in flight: deliveries not yet done
         self._tasks: set[asyncio.Task[None]] = set()
         # Each message's content, loaded once by the first transaction that needs it and kept
         # while a destination task holding a pin on the message lives.
@@ -339,15 +340,24 @@ class DeliveryWorker:
     async def pass_once(self, *, wait: bool = True) -> int:
         """Claim what is due and start sending it; with *wait*, return after it is all done."""
         busy: frozenset[int] = frozenset()
-        while self._in_flight >= MAX_IN_FLIGHT - CLAIM_BATCH and self._tasks:
-            if self._fresh and self._in_flight < 2 * MAX_IN_FLIGHT:
-                # New mail while a big post fills the worker: take the messages not yet in
-                # flight (a small post must not wait for the big one), up to a hard ceiling.
+        while True:
+            if self._fresh and self._content_users and self._in_flight < 2 * MAX_IN_FLIGHT:
+                # New mail while messages are in flight: take the messages not yet in flight
+                # first (a small post must not wait behind the next batches of a big one, which
+                # are older and come first otherwise), up to a hard ceiling.
                 busy = frozenset(self._content_users)
+                break
+            if self._in_flight < MAX_IN_FLIGHT - CLAIM_BATCH or not self._tasks:
                 break
             woken = asyncio.ensure_future(self._wake.wait())
             await asyncio.wait([*self._tasks, woken], return_when=asyncio.FIRST_COMPLETED)
             woken.cancel()
+        if not busy:
+            # A claim of thousands of rows keeps the state writer's thread busy, and then the
+            # event loop waits for the interpreter lock at every socket call: a small message
+            # on the wire goes first.  A claim of new mail (busy) goes at once.
+            for gate in list(self._per_destination.values()):
+                await gate.way_clear()
         # Cleared just before the claim, not before the pass: mail queued while a claim runs
         # (a small post arriving as a big one is leased batch by batch) wakes the next pass.
         self._wake.clear()
@@ -358,7 +368,11 @@ class DeliveryWorker:
         )
         if len(claimed) == CLAIM_BATCH:  # older rows filled the claim: the new mail may wait still
             self._fresh = self._fresh or fresh
+        elif busy:  # the new mail is all in: the messages skipped may have more rows due
+            self._wake.set()
         self._in_flight += len(claimed)
+        for delivery in claimed:
+            self._rows[delivery.message_id] = self._rows.get(delivery.message_id, 0) + 1
         # No await from here on: each task pins its messages' content before anything else runs,
         # so a task that ends meanwhile cannot drop content that a new task still needs.
         for destination, deliveries in _group(claimed, self.config).items():
@@ -453,6 +467,10 @@ class DeliveryWorker:
             await self._record([_defer(d, "internal error in clublist", "") for d in deliveries], deliveries)
         finally:
             self._in_flight -= len(deliveries)
+            for delivery in deliveries:
+                self._rows[delivery.message_id] -= 1
+                if not self._rows[delivery.message_id]:
+                    del self._rows[delivery.message_id]
             self._forget_content(deliveries)
 
     def _batches(self, deliveries: list[Delivery]) -> Iterable[list[Delivery]]:
@@ -499,18 +517,29 @@ class DeliveryWorker:
     ) -> None:
         """One message to up to max_recipients; a surprise here defers this batch and no other."""
         first = batch[0]
-        # Ranked by the transactions of this message before it: posts take turns (fairness.py).
-        rank = self._turns.get(first.message_id, 0)
-        self._turns[first.message_id] = rank + 1
+        # Ranked by the transactions of this message before it: posts take turns, the last free
+        # connection is kept from the busiest message, and a message no bigger than one
+        # transaction has the right of way on the wire (fairness.py).
+        message, rank = first.message_id, self._turns.get(first.message_id, 0)
+        self._turns[message] = rank + 1
+        turn = Turn(gate, small=self._rows.get(message, 0) <= self.config.max_recipients)
+        # The destination's slot first, then the global one: a transaction waiting for its
+        # destination holds nothing another destination needs.
         outcomes: dict[int, Outcome] = {}
-        async with self._global.slot(rank), gate.slot(rank):
+        await gate.acquire(message, rank, small=turn.small)
+        try:
+            await self._global.acquire(message, rank, small=turn.small)
+        except BaseException:
+            gate.release(message)
+            raise
+        try:
             try:
                 try:
                     content = await self._content_of(first)
                 except ClublistError:  # dropped with `queue drop` since the claim: its rows are gone
                     log.info("%s left the queue before it was sent", first.queue_id)
                     return
-                await self._attempt(endpoints, batch, content, outcomes)
+                await self._attempt(endpoints, batch, content, outcomes, turn)
             except Exception as exc:
                 if is_transient(exc):  # the content could not be read now: try again later
                     log.warning("state database: %s; %s is tried again later", exc, first.queue_id)
@@ -518,7 +547,10 @@ class DeliveryWorker:
                     log.exception("unexpected error sending %s; deferring its recipients", first.queue_id)
                 for delivery in batch:  # what a server already answered stands
                     outcomes.setdefault(delivery.id, _defer(delivery, "internal error in clublist", ""))
-        # Stored after the slot is given back: the connection goes on to the next transaction
+        finally:
+            gate.release(message)
+            self._global.release(message)
+        # Stored after the slots are given back: the connection goes on to the next transaction
         # while the state writer commits these outcomes.
         await self._record(list(outcomes.values()), batch)
 
@@ -528,12 +560,13 @@ class DeliveryWorker:
         batch: list[Delivery],
         content: bytes,
         outcomes: dict[int, Outcome],
+        turn: Turn,
     ) -> None:
         """Try the endpoints in turn until every recipient of *batch* has an outcome."""
         last_error = TransientError("no mail server could be reached")
         for endpoint in endpoints:
             try:
-                await self._send_via(endpoint, batch, content, outcomes)
+                await self._send_via(endpoint, batch, content, outcomes, turn)
                 break
             except TransientError as exc:
                 last_error = exc
@@ -547,12 +580,18 @@ class DeliveryWorker:
                 outcomes[delivery.id] = _defer(delivery, str(last_error), last_error.host, last_error.code)
 
     async def _send_via(
-        self, endpoint: Endpoint, batch: list[Delivery], content: bytes, outcomes: dict[int, Outcome]
+        self,
+        endpoint: Endpoint,
+        batch: list[Delivery],
+        content: bytes,
+        outcomes: dict[int, Outcome],
+        turn: Turn,
     ) -> None:
         for attempt in (1, 2):
             connection, reused = await self.pool.acquire(endpoint)
             try:
-                await self._transmit(connection.smtp, endpoint.name, batch, content, outcomes)
+                with turn.under_way():
+                    await self._transmit(connection.smtp, endpoint.name, batch, content, outcomes, turn)
             except aiosmtplib.SMTPServerDisconnected:
                 self.pool.discard(connection)
                 if reused and attempt == 1 and not outcomes:
@@ -571,6 +610,7 @@ class DeliveryWorker:
         batch: list[Delivery],
         content: bytes,
         outcomes: dict[int, Outcome],
+        turn: Turn,
     ) -> None:
         """MAIL, RCPT for each, DATA: each recipient's reply becomes its outcome."""
         first = batch[0]
@@ -596,7 +636,9 @@ class DeliveryWorker:
             await _reset(smtp)
             return
         accepted = []
-        for delivery in batch:
+        for index, delivery in enumerate(batch):
+            if index:
+                await turn.between_recipients()
             try:
                 await rcpt(smtp, delivery.recipient)
                 accepted.append(delivery)

@@ -24,7 +24,6 @@ import marshal
 import operator
 import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from itertools import compress
 from pathlib import Path
@@ -116,6 +115,8 @@ def write(cache_dir: Path, source: Identity, members: Registry | Sequence[Member
     per list name, one tuple per combination of lists, a key that is the email) they share
     again when read.
     """
+    import tempfile  # only writers need it: readers start faster without
+
     registry = members if isinstance(members, Registry) else Registry(members)
     columns = list(registry.columns())
     shared: dict[tuple[str, ...], tuple[str, ...]] = {}

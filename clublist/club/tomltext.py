@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import tempfile
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -46,6 +45,8 @@ def comment_start(text: str, start: int) -> int:
 
 def atomic_write(path: Path, text: str) -> None:
     """Write *text* to *path* so that readers see the old file or the new one, never half."""
+    import tempfile  # only writers need it: readers start faster without
+
     mode = path.stat().st_mode & 0o7777 if path.exists() else 0o644
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

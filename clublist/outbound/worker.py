@@ -363,8 +363,8 @@ class DeliveryWorker:
         self._wake.clear()
         fresh, self._fresh = self._fresh, False
         now = self.clock()
-        claimed = await self.writer.run(
-            lambda c: queue.claim(c, now, limit=CLAIM_BATCH, lease=3600, skip_messages=busy)
+        claimed = await self.writer.run(  # a lease need not wait for the disk: see Writer.run
+            lambda c: queue.claim(c, now, limit=CLAIM_BATCH, lease=3600, skip_messages=busy), durable=False
         )
         if len(claimed) == CLAIM_BATCH:  # older rows filled the claim: the new mail may wait still
             self._fresh = self._fresh or fresh

@@ -302,6 +302,10 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         raise
 
 
+# A job for the writer: what to run, where its result goes, whether its commit must reach the disk.
+_Job = tuple[Callable[[sqlite3.Connection], Any], "asyncio.Future[Any]", bool]
+
+
 class Writer:
     """A thread that owns the daemon's write connection and commits jobs in groups.
 
@@ -315,18 +319,26 @@ class Writer:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.conn = connect(path)
-        self._jobs: queue.SimpleQueue[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]] | None]
-        self._jobs = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._synchronous = "FULL"
         self._reader: sqlite3.Connection | None = None
         self._reading = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name="clublist-state-writer", daemon=True)
         self._thread.start()
 
-    async def run(self, job: Callable[[sqlite3.Connection], T]) -> T:
+    async def run(self, job: Callable[[sqlite3.Connection], T], *, durable: bool = True) -> T:
+        """``job(conn)`` in the next group commit; its result once the commit is done.
+
+        *durable* False: what the job writes may be lost to a power cut without harm (the
+        delivery worker's leases: a restart makes every row in flight due again anyway).  A
+        group of such jobs alone is committed without waiting for the disk (synchronous =
+        NORMAL: the database stays consistent, and the next durable commit takes these writes
+        to disk with its own).
+        """
         import asyncio
 
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._jobs.put((job, future))
+        self._jobs.put((job, future, durable))
         return await future
 
     async def read(self, job: Callable[[sqlite3.Connection], T]) -> T:
@@ -374,11 +386,15 @@ class Writer:
                 batch.append(item)
             self._commit(batch)
 
-    def _commit(self, batch: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]]) -> None:
+    def _commit(self, batch: list[_Job]) -> None:
         outcomes: list[tuple[bool, Any]] = []
         try:
+            synchronous = "FULL" if any(durable for _job, _future, durable in batch) else "NORMAL"
+            if synchronous != self._synchronous:
+                self.conn.execute(f"PRAGMA synchronous = {synchronous}")
+                self._synchronous = synchronous
             with transaction(self.conn):
-                for job, _future in batch:
+                for job, _future, _durable in batch:
                     self.conn.execute("SAVEPOINT job")
                     try:
                         outcomes.append((True, job(self.conn)))
@@ -389,7 +405,7 @@ class Writer:
                         outcomes.append((False, exc))
         except Exception as exc:  # the commit itself failed: nothing of the batch is on disk
             outcomes = [(False, exc)] * len(batch)
-        for (_job, future), (ok, value) in zip(batch, outcomes, strict=True):
+        for (_job, future, _durable), (ok, value) in zip(batch, outcomes, strict=True):
             future.get_loop().call_soon_threadsafe(_settle, future, ok, value)
 
 

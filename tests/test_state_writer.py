@@ -1,4 +1,4 @@
-"""Reads beside the state writer: committed state, never a wait in the writer's line."""
+"""The state writer: reads beside it never wait in its line; leases alone never wait for the disk."""
 
 from __future__ import annotations
 
@@ -43,3 +43,38 @@ def test_a_read_does_not_wait_for_the_writes_in_line(tmp_path: Path) -> None:
             writer.close()
 
     asyncio.run(main())
+
+
+def test_only_a_group_of_leases_alone_is_committed_without_waiting_for_the_disk(tmp_path: Path) -> None:
+    """synchronous is FULL (2) for every group with a durable job in it, NORMAL (1) for leases alone."""
+
+    def setting(conn: sqlite3.Connection) -> int:
+        return int(conn.execute("PRAGMA synchronous").fetchone()[0])
+
+    async def main() -> list[int]:
+        writer = state.Writer(tmp_path / "state.sqlite3")
+        try:
+            seen = [await writer.run(setting), await writer.run(setting, durable=False)]
+            seen.append(await writer.run(setting))
+            # Queued together, a lease and a durable job share one commit, and it waits for the disk.
+            held, release = threading.Event(), threading.Event()
+
+            def block(conn: sqlite3.Connection) -> None:
+                held.set()
+                release.wait(30)
+
+            blocker = asyncio.ensure_future(writer.run(block))
+            assert await asyncio.to_thread(held.wait, 30)
+            together = [
+                asyncio.ensure_future(writer.run(setting, durable=False)),
+                asyncio.ensure_future(writer.run(setting)),
+            ]
+            await asyncio.sleep(0)  # both are in the writer's line before it takes the next group
+            release.set()
+            await blocker
+            seen += await asyncio.gather(*together)
+            return seen
+        finally:
+            writer.close()
+
+    assert asyncio.run(main()) == [2, 1, 2, 2, 2]

@@ -59,6 +59,10 @@ def test_enqueue_keeps_the_recipients_order_text_and_domains(conn: sqlite3.Conne
         ("jörg@bücher.example", "bücher.example", "pending", NOW, NOW, NOW),
     ]
     assert [r.queue_id for r in rows_of(conn, queue_id)] == [queue_id] * 3
+    many = [f"m{n}@example.net" for n in reversed(range(2000))]  # not in any sorted order
+    post(conn, many)
+    ordered = conn.execute("SELECT recipient FROM deliveries WHERE domain = 'example.net' ORDER BY id")
+    assert [r[0] for r in ordered] == many
 
 
 def test_claim_leases_the_oldest_rows_once_with_their_message(conn: sqlite3.Connection) -> None:

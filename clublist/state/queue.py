@@ -77,10 +77,10 @@ def enqueue(
     )
     message_id = cursor.lastrowid
     rows = json.dumps([[r, r.rpartition("@")[2].lower()] for r in unique], ensure_ascii=False)
-    conn.execute(  # in the array's order, so ids follow the recipients' order
+    conn.execute(  # json_each reads the array in order: ids follow the recipients' order
         "INSERT INTO deliveries (message_id, recipient, domain, status, next_attempt, created, updated)"
         " SELECT ?1, json_extract(value, '$[0]'), json_extract(value, '$[1]'), 'pending', ?2, ?2, ?2"
-        " FROM json_each(?3) ORDER BY key",
+        " FROM json_each(?3)",
         (message_id, now, rows),
     )
     return queue_id

@@ -47,21 +47,27 @@ def rows_of(conn: sqlite3.Connection, queue_id: str) -> list[queue.QueueRow]:
 
 
 def test_enqueue_keeps_the_recipients_order_text_and_domains(conn: sqlite3.Connection) -> None:
-    recipients = ["zoe@example.org", "Anna@Example.ORG", "jörg@bücher.example", "anna@example.org"]
-    queue_id = post(conn, recipients)
+    # One row per address compared case-insensitively, where it first came, spelt as last given.
+    ascii_only = ["zoe@Example.ORG", "Anna@Example.ORG", '"a@b"@Mail.Example.Net', "anna@example.org", "x"]
+    with_utf8 = ["Jörg@BÜCHER.example", '"ö@b"@Sub.Example.ORG']
+    expected = [
+        ("zoe@Example.ORG", "example.org"),
+        ("anna@example.org", "example.org"),
+        ('"a@b"@Mail.Example.Net', "mail.example.net"),
+        ("x", "x"),
+        ("Jörg@BÜCHER.example", "bücher.example"),
+        ('"ö@b"@Sub.Example.ORG', "sub.example.org"),
+    ]
+    queue_ids = [post(conn, ascii_only), post(conn, with_utf8)]
     found = conn.execute(
         "SELECT recipient, domain, status, next_attempt, created, updated FROM deliveries ORDER BY id"
     ).fetchall()
-    # One row per address (compared case-insensitively: the last spelling stays), in order.
-    assert [tuple(r) for r in found] == [
-        ("zoe@example.org", "example.org", "pending", NOW, NOW, NOW),
-        ("anna@example.org", "example.org", "pending", NOW, NOW, NOW),
-        ("jörg@bücher.example", "bücher.example", "pending", NOW, NOW, NOW),
-    ]
-    assert [r.queue_id for r in rows_of(conn, queue_id)] == [queue_id] * 3
-    many = [f"m{n}@example.net" for n in reversed(range(2000))]  # not in any sorted order
+    assert [(r[0], r[1]) for r in found] == expected
+    assert {tuple(r[2:]) for r in found} == {("pending", NOW, NOW, NOW)}
+    assert [len(rows_of(conn, q)) for q in queue_ids] == [4, 2]
+    many = [f"m{n}@example.com" for n in reversed(range(2000))]  # not in any sorted order
     post(conn, many)
-    ordered = conn.execute("SELECT recipient FROM deliveries WHERE domain = 'example.net' ORDER BY id")
+    ordered = conn.execute("SELECT recipient FROM deliveries WHERE domain = 'example.com' ORDER BY id")
     assert [r[0] for r in ordered] == many
 
 

@@ -20,10 +20,15 @@ state database shows every row ``sent`` before the next measurement.
 
 ``--verp`` does the same with ``delivery.verp = true`` (one transaction per
 recipient for both posts).
+
+Each repetition also notes the load average (``/proc/loadavg``, 1 minute)
+and the summary gives the ratio of the medians, behind / alone: on a machine
+shared with other work the absolute times follow the load, the ratio less.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -57,6 +62,7 @@ class Run:
     small_after_250: float  # the small post: its 250 -> its last recipient at the sink
     small_accepted_after: float = 0.0  # the small post's 250, from the big post's 250
     big_done_after: float = 0.0  # the big post's last recipient, from its 250 (0: no big post)
+    load: float = 0.0  # the 1-minute load average when it ended
 
 
 @dataclass
@@ -77,6 +83,8 @@ class Result:
             "alone_seconds": [r.small_after_250 for r in self.alone],
             "behind_median_s": behind,
             "alone_median_s": alone,
+            "behind_over_alone": behind / alone if alone else None,
+            "load": [r.load for r in self.behind],
             "big_done_median_s": median([r.big_done_after for r in self.behind]),
             "behind_runs": [asdict(r) for r in self.behind],
             "alone_runs": [asdict(r) for r in self.alone],
@@ -99,7 +107,7 @@ def time_small(
     smtp_post(daemon.port, SMALL_AUTHOR, [f"small@{DOMAIN}"], small)
     small_accepted = time.monotonic()
     answers = {r.suffix: r for r in (sink.reached(timeout) for _ in range(2 if behind else 1))}
-    run = Run(answers[SMALL_SUFFIX].last - small_accepted)
+    run = Run(answers[SMALL_SUFFIX].last - small_accepted, load=os.getloadavg()[0])
     if behind:
         run.small_accepted_after = small_accepted - big_accepted
         run.big_done_after = answers[""].last - big_accepted
@@ -137,7 +145,7 @@ def measure(n: int, reps: int, verp: bool, timeout: float) -> Result:
                     f" {behind.small_after_250 * 1000:.1f} ms after its 250"
                     f" (its 250 {behind.small_accepted_after * 1000:.1f} ms after the big one's;"
                     f" big post complete {behind.big_done_after:.3f} s after its 250);"
-                    f" small post alone {alone.small_after_250 * 1000:.1f} ms"
+                    f" small post alone {alone.small_after_250 * 1000:.1f} ms; load {behind.load:.1f}"
                 )
             errors = daemon.errors()
             if errors:
@@ -153,6 +161,8 @@ def report(result: Result) -> None:
         times = s[f"{name}_seconds"]
         say(f"  {label:<20}: {fmt_times(times)} s; median {s[f'{name}_median_s'] * 1000:.1f} ms")  # type: ignore[arg-type, operator]
     say(f"  big post complete   : median {s['big_done_median_s']:.3f} s after its 250")
+    loads = ", ".join(f"{load:.1f}" for load in s["load"])  # type: ignore[attr-defined]
+    say(f"  behind / alone      : {s['behind_over_alone']:.2f} (load average {loads})")
 
 
 def main() -> None:

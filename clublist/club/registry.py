@@ -157,9 +157,9 @@ class Registry:
     def _make_index(self) -> dict[str, int | Member]:
         columns = self._columns
         if columns is None:  # the records themselves: no int object per member in a daemon
-            members = self._records()
-            index: dict[str, int | Member] = {m.key: m for m in members}
-            for member in members:
+            index: dict[str, int | Member] = {}
+            for member in self._records():
+                index[member.key] = member
                 for alias in member.aliases:
                     index[address_key(alias)] = member
             return index

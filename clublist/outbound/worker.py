@@ -284,6 +284,8 @@ class DeliveryWorker:
         self._fresh = False
         self._global = FairGate(config.concurrency)
         self._per_destination: dict[str, FairGate] = {}
+        # Per destination: room for transactions whose outcomes are still being stored (see _transaction).
+        self._storing: dict[str, asyncio.Semaphore] = {}
         self._turns: dict[int, int] = {}  # per message in flight: transactions started (their rank)
         self._rows: dict[int, int] = {}  # per message in flight: deliveries not yet done
         self._tasks: set[asyncio.Task[None]] = set()
@@ -446,8 +448,9 @@ class DeliveryWorker:
                 await self._record([_defer(d, str(exc), exc.host) for d in deliveries], deliveries)
                 return
             gate = self._per_destination.setdefault(destination, FairGate(self.config.per_destination))
+            room = self._storing.setdefault(destination, asyncio.Semaphore(self.config.per_destination))
             results = await asyncio.gather(
-                *(self._transaction(endpoints, batch, gate) for batch in self._batches(deliveries)),
+                *(self._transaction(endpoints, batch, gate, room) for batch in self._batches(deliveries)),
                 return_exceptions=True,
             )
             for result in results:
@@ -513,9 +516,16 @@ class DeliveryWorker:
         return endpoints
 
     async def _transaction(
-        self, endpoints: Sequence[Endpoint], batch: list[Delivery], gate: FairGate
+        self, endpoints: Sequence[Endpoint], batch: list[Delivery], gate: FairGate, room: asyncio.Semaphore
     ) -> None:
-        """One message to up to max_recipients; a surprise here defers this batch and no other."""
+        """One message to up to max_recipients; a surprise here defers this batch and no other.
+
+        Its outcomes are stored after its slots are given back, so the next transaction need not
+        wait for the state writer's commit.  *room* bounds how far sending runs ahead of storing:
+        a crash sends again what was sent and not yet stored, so no more transactions than the
+        destination's connections may wait for their outcomes to be stored; past that, a finished
+        transaction keeps its slot until there is room.
+        """
         first = batch[0]
         # Ranked by the transactions of this message before it: posts take turns, the last free
         # connection is kept from the busiest message, and a message no bigger than one
@@ -547,12 +557,14 @@ class DeliveryWorker:
                     log.exception("unexpected error sending %s; deferring its recipients", first.queue_id)
                 for delivery in batch:  # what a server already answered stands
                     outcomes.setdefault(delivery.id, _defer(delivery, "internal error in clublist", ""))
+            await room.acquire()
         finally:
             gate.release(message)
             self._global.release(message)
-        # Stored after the slots are given back: the connection goes on to the next transaction
-        # while the state writer commits these outcomes.
-        await self._record(list(outcomes.values()), batch)
+        try:
+            await self._record(list(outcomes.values()), batch)
+        finally:
+            room.release()
 
     async def _attempt(
         self,

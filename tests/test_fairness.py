@@ -496,3 +496,56 @@ def test_new_mail_is_claimed_before_more_of_a_post_in_flight(
     asyncio.run(main())
     assert claims[:3] == [{"big"}, {"small"}, {"big"}], claims
     assert small
+
+
+def test_more_of_a_big_post_is_claimed_only_after_the_small_post_in_flight(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Leased 20 rows at a time, a 60-member post takes three claims; a post queued during the
+    first is taken by the second.  While the small post is in flight (held in DATA), no claim
+    takes more of the big one: a claim of thousands of rows would hold the interpreter lock
+    that the small post's every socket call needs."""
+    monkeypatch.setattr(worker_module, "CLAIM_BATCH", 20)
+    claims: list[set[str]] = []
+    woken: list[Callable[[], None]] = []
+    claim = queue.claim
+
+    def claim_and_meanwhile_queue(conn: sqlite3.Connection, now: float, **options: Any) -> list[Any]:
+        if not claims:
+            queue.enqueue(
+                conn, kind="post", sender="bounces@myclub.org", recipients=SMALL, content=MESSAGE, now=now
+            )
+            woken[0]()
+        rows = claim(conn, now, **options)
+        claims.append({row.recipient.partition("@")[0].rstrip("0123456789") for row in rows})
+        return rows
+
+    monkeypatch.setattr(queue, "claim", claim_and_meanwhile_queue)
+
+    async def main() -> None:
+        sink = HoldingSink()
+        big_go, small_go = asyncio.Event(), asyncio.Event()
+        sink.hold_data = lambda recipients: small_go if recipients[0].startswith("small") else big_go
+        harness = four_connections(tmp_path, await sink.start())
+        harness.enqueue([f"big{n:02d}@example.org" for n in range(60)])
+
+        async def body(worker: DeliveryWorker) -> None:
+            loop = asyncio.get_running_loop()
+            woken.append(lambda: loop.call_soon_threadsafe(worker.wake))  # before the first claim runs
+            await until(lambda: "DATA small1@example.org" in sink.held)
+            assert claims == [{"big"}, {"small"}], claims  # nothing more of the big post meanwhile
+            small_go.set()
+            await until(lambda: len(claims) >= 3)
+            big_go.set()
+            await until(lambda: sink.count("DATA") == 7)
+
+        try:
+            await run_worker(harness, body)
+        finally:
+            big_go.set()
+            small_go.set()
+            await sink.stop()
+        assert set(harness.statuses().values()) == {"sent"}
+
+    asyncio.run(main())
+    assert claims[:4] == [{"big"}, {"small"}, {"big"}, {"big"}], claims

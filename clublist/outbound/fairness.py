@@ -140,10 +140,6 @@ class FairGate:
                 self._way_clear.set()
                 self._dispatch()
 
-    async def way_clear(self) -> None:
-        """Until no small message's dialogue is under way here."""
-        await self._way_clear.wait()
-
     async def give_way(self) -> None:
         """A transaction between two recipients: wait while a small message's dialogue is under way."""
         if self._way_clear.is_set():

@@ -288,6 +288,10 @@ class DeliveryWorker:
         self._storing: dict[str, asyncio.Semaphore] = {}
         self._turns: dict[int, int] = {}  # per message in flight: transactions started (their rank)
         self._rows: dict[int, int] = {}  # per message in flight: deliveries not yet done
+        # Messages in flight with no more rows than one transaction takes (fairness.py: small).
+        self._small: set[int] = set()
+        self._no_small = asyncio.Event()
+        self._no_small.set()
         self._tasks: set[asyncio.Task[None]] = set()
         # Each message's content, loaded once by the first transaction that needs it and kept
         # while a destination task holding a pin on the message lives.
@@ -298,6 +302,12 @@ class DeliveryWorker:
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         self._wake.set()  # rows it deferred have a due time the idle wait should see
+
+    async def _woken(self) -> None:
+        """Until the next wake; at once if new mail came since the caller read _fresh."""
+        if not self._fresh:
+            self._wake.clear()
+        await self._wake.wait()
 
     def wake(self) -> None:
         """Something was queued: look for due rows now instead of at the next timer."""
@@ -349,17 +359,17 @@ class DeliveryWorker:
                 # are older and come first otherwise), up to a hard ceiling.
                 busy = frozenset(self._content_users)
                 break
-            if self._in_flight < MAX_IN_FLIGHT - CLAIM_BATCH or not self._tasks:
+            if self._small and len(self._small) < len(self._rows):
+                # A small message in flight beside a big one: more rows for the big one wait for
+                # it.  A claim of thousands keeps the state writer's thread busy, and the event
+                # loop waits for the interpreter lock at every socket call the small one makes.
+                await _wait_any([self._no_small.wait(), self._woken()], 300.0)
+            elif self._in_flight >= MAX_IN_FLIGHT - CLAIM_BATCH and self._tasks:
+                woken = asyncio.ensure_future(self._woken())
+                await asyncio.wait([*self._tasks, woken], return_when=asyncio.FIRST_COMPLETED)
+                woken.cancel()
+            else:
                 break
-            woken = asyncio.ensure_future(self._wake.wait())
-            await asyncio.wait([*self._tasks, woken], return_when=asyncio.FIRST_COMPLETED)
-            woken.cancel()
-        if not busy:
-            # A claim of thousands of rows keeps the state writer's thread busy, and then the
-            # event loop waits for the interpreter lock at every socket call: a small message
-            # on the wire goes first.  A claim of new mail (busy) goes at once.
-            for gate in list(self._per_destination.values()):
-                await gate.way_clear()
         # Cleared just before the claim, not before the pass: mail queued while a claim runs
         # (a small post arriving as a big one is leased batch by batch) wakes the next pass.
         self._wake.clear()
@@ -375,6 +385,12 @@ class DeliveryWorker:
         self._in_flight += len(claimed)
         for delivery in claimed:
             self._rows[delivery.message_id] = self._rows.get(delivery.message_id, 0) + 1
+        for message_id in {d.message_id for d in claimed}:
+            if self._rows[message_id] <= self.config.max_recipients:
+                self._small.add(message_id)
+                self._no_small.clear()
+            else:
+                self._small.discard(message_id)
         # No await from here on: each task pins its messages' content before anything else runs,
         # so a task that ends meanwhile cannot drop content that a new task still needs.
         for destination, deliveries in _group(claimed, self.config).items():
@@ -474,6 +490,9 @@ class DeliveryWorker:
                 self._rows[delivery.message_id] -= 1
                 if not self._rows[delivery.message_id]:
                     del self._rows[delivery.message_id]
+                    self._small.discard(delivery.message_id)
+            if not self._small:
+                self._no_small.set()
             self._forget_content(deliveries)
 
     def _batches(self, deliveries: list[Delivery]) -> Iterable[list[Delivery]]:
@@ -532,7 +551,7 @@ class DeliveryWorker:
         # transaction has the right of way on the wire (fairness.py).
         message, rank = first.message_id, self._turns.get(first.message_id, 0)
         self._turns[message] = rank + 1
-        turn = Turn(gate, small=self._rows.get(message, 0) <= self.config.max_recipients)
+        turn = Turn(gate, small=message in self._small)
         # The destination's slot first, then the global one: a transaction waiting for its
         # destination holds nothing another destination needs.
         outcomes: dict[int, Outcome] = {}

@@ -17,12 +17,12 @@ worker's global limit) is a semaphore shared by messages, with these rules:
   A gate of fewer than :data:`RESERVE_FROM` slots keeps nothing back (one slot is too big a
   share there).
 - Right of way: while a small message's SMTP dialogue is under way at a destination, no
-  other message's transaction starts there, and the long ones under way wait between two
+  big message's transaction starts there, and the long ones under way wait between two
   recipients (:meth:`FairGate.right_of_way`, :meth:`FairGate.give_way`).  A slot is not
   enough either: one event loop serves every connection in turn, so a 30-RCPT transaction
   beside 19 others of 100 RCPTs would get a twentieth of the round trips.  The pause lasts
-  as long as the small transactions; a stream of small posts would keep a big one waiting
-  as long as it flows, which a club's lists do not produce.
+  as long as the small transactions: shortest first, so a stream of small messages (a
+  welcome to each of 1,000 imported members) holds a big post back while it flows.
 
 The limit itself is never exceeded: the reserve is one of the configured slots, not an extra.
 """

@@ -75,9 +75,8 @@ class Ran:
     stderr: str
 
 
-@pytest.fixture
-def cli(club_dir: Path) -> Runner:
-    """Run ``clublist`` in this process (click's CliRunner) on the fixture's lists.d.
+def cli_runner(club_dir: Path) -> Runner:
+    """Run ``clublist`` in this process (click's CliRunner) on *club_dir*.
 
     The command goes through the same group, error handling and exit codes as the
     console script; only the interpreter start is saved. Tests whose point is the
@@ -96,6 +95,12 @@ def cli(club_dir: Path) -> Runner:
         return result
 
     return run
+
+
+@pytest.fixture
+def cli(club_dir: Path) -> Runner:
+    """The CLI in this process on the test's own lists.d (:func:`cli_runner`)."""
+    return cli_runner(club_dir)
 
 
 @pytest.fixture

@@ -23,8 +23,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from click.testing import CliRunner
-from conftest import Ran, Runner
 from daemon import DaemonProcess
 from mta import RemoteMTA
 
@@ -45,23 +43,6 @@ def copy_club(template: Path, directory: Path) -> Store:
     """A club of one's own from conftest's ``club_template``, as its ``club_dir`` makes one."""
     shutil.copytree(template, directory, copy_function=shutil.copy)
     return Store(directory)
-
-
-def cli_runner(club_dir: Path) -> Runner:
-    """The CLI in this process on *club_dir*, as conftest's ``cli`` runs it on a test's own club."""
-    from clublist.cli import main
-
-    def run(*args: str, input: str | None = None, check: bool = True) -> Ran:
-        env = {"CLUBLIST_DIR": str(club_dir), "NO_COLOR": "1"}
-        outcome = CliRunner().invoke(
-            main, list(args), input=input, env=env, prog_name="clublist", catch_exceptions=False
-        )
-        result = Ran(list(args), outcome.exit_code, outcome.stdout, outcome.stderr)
-        if check and result.returncode != 0:
-            raise AssertionError(f"clublist {' '.join(args)} exited {result.returncode}:\n{result.stderr}")
-        return result
-
-    return run
 
 
 @dataclass

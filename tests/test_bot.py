@@ -11,11 +11,11 @@ from pathlib import Path
 
 import click
 import pytest
-from conftest import Runner
+from conftest import Runner, cli_runner
 from daemon import DaemonProcess
 from dnsserver import DNSServer
 from mta import Behaviour, RemoteMTA, Transaction
-from shared_daemon import SharedDaemon, cli_runner, copy_club
+from shared_daemon import SharedDaemon, copy_club
 
 from clublist.actions import Actor
 from clublist.actions.config import config_set

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 import trustme
-from conftest import Runner
+from conftest import Runner, cli_runner
 from daemon import DaemonProcess
 from mta import RemoteMTA
-from shared_daemon import SharedDaemon, cli_runner, copy_club
+from shared_daemon import SharedDaemon, copy_club
 
 from clublist.actions import Actor
 from clublist.actions.lists import list_create

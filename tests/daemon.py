@@ -53,7 +53,8 @@ class DaemonProcess:
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         mark = len(self.lines)  # a restart must not take the last run's line for its own
         self.process = subprocess.Popen(self.args, stderr=subprocess.PIPE, text=True, env=env)
-        threading.Thread(target=self._read, daemon=True).start()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
         line = self.wait_for_log(lambda text: _LISTENING.search(text) is not None, timeout=30, start=mark)
         match = _LISTENING.search(line)
         assert match, "\n".join(self.lines)
@@ -67,6 +68,7 @@ class DaemonProcess:
         self.stop()
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
+        """Signal the daemon and wait for it to exit; its last log lines are in ``lines`` then."""
         if self.process.poll() is None:
             self.process.send_signal(sig)
         try:
@@ -75,6 +77,7 @@ class DaemonProcess:
             if self.process.poll() is None:
                 self.process.kill()
                 self.process.wait()
+            self._reader.join(timeout=30)  # stderr closed with the process: the reader ends
 
     def kill(self) -> None:
         self.process.kill()

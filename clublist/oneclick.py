@@ -158,9 +158,7 @@ class OneClickServer:
             return "405 Method Not Allowed", _page("Not allowed", "Use the button on the page.")
         changes.claim("one-click", [address])
         try:
-            await asyncio.to_thread(
-                member_leave, self.store, Actor(address, False), address, list_name
-            )
+            await asyncio.to_thread(member_leave, self.store, Actor(address, False), address, list_name)
         except ClublistError as exc:
             return "404 Not Found", _page("Not unsubscribed", html.escape(str(exc)))
         log.info("one-click unsubscribe: %s left %s", address, list_name)

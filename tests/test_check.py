@@ -200,9 +200,7 @@ def test_queue_findings_name_what_waits_fails_and_is_held(store: Store, tmp_path
     carl = store.load().require_member("carl@example.org")
     store.change_members(
         lambda club: MembersChange(
-            replaced={
-                carl.key: model.replace(carl, delivery="disabled", disabled_reason="bounces: 5.0")
-            }
+            replaced={carl.key: model.replace(carl, delivery="disabled", disabled_reason="bounces: 5.0")}
         )
     )
     state_path = tmp_path / "var" / "state.sqlite3"

@@ -19,9 +19,7 @@ from clublist.club.store import Store
 
 # One round of 1,000 in the default run (the kill still lands with three quarters of the
 # fan-out to go); CI's slow step (``pytest -m slow``) runs ten rounds of 2,000.
-@pytest.mark.parametrize(
-    ("rounds", "members"), [(1, 1000), pytest.param(10, 2000, marks=pytest.mark.slow)]
-)
+@pytest.mark.parametrize(("rounds", "members"), [(1, 1000), pytest.param(10, 2000, marks=pytest.mark.slow)])
 def test_sigkill_mid_fan_out_loses_nothing(
     store: Store,
     club_dir: Path,

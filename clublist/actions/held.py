@@ -53,9 +53,7 @@ def _require(conn: sqlite3.Connection, club: Club, actor: Actor, held_id: int) -
     return post, bytes(row[7])
 
 
-def held_show(
-    conn: sqlite3.Connection, club: Club, actor: Actor, held_id: int
-) -> tuple[HeldPost, str, str]:
+def held_show(conn: sqlite3.Connection, club: Club, actor: Actor, held_id: int) -> tuple[HeldPost, str, str]:
     """A held post, its text for reading (the first text part, at most 20,000 characters) and
     what SPF, DKIM and DMARC said of it (the first Authentication-Results, ours: the listener
     puts it on top and removes any that claim its name)."""

@@ -43,33 +43,6 @@ from clublist.errors import ClublistError, PermissionDenied
 _ID_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 def remind_add(
     store: Store,
     actor: Actor,
@@ -287,55 +260,3 @@ def remind_rm(store: Store, actor: Actor, reminder_id: str) -> Done:
             )
         store.write_text(REMINDERS_FILE, new_text)
     return Done(f"removed reminder {reminder.id} ({reminder.subject or 'membership reminder'})", reminder)
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-

@@ -334,5 +334,3 @@ class BounceProcessor:
                 task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.gather(*pending)
-
-

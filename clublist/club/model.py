@@ -420,9 +420,7 @@ def _section_types(section: str) -> dict[str, Any]:
 
 def setting_keys() -> list[str]:
     """Every dotted key club.toml knows, for ``config`` and its completions."""
-    return [
-        f"{section}.{name}" for section in _type_hints(Site) for name in _section_types(section)
-    ]
+    return [f"{section}.{name}" for section in _type_hints(Site) for name in _section_types(section)]
 
 
 def setting_value(site: Site, key: str) -> Any:
@@ -646,6 +644,7 @@ class MailingList:
 
     def nonmember_policy(self, site: Site) -> str:
         return self.nonmember or site.posting.nonmember
+
     # Keep every accepted post in var/archive/LIST/ (and so offer digests); 0 days: keep for ever.
     archive: bool = True
     archive_days: int = 0

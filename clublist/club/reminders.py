@@ -294,6 +294,8 @@ def reminder_spans(text: str) -> list[tuple[int, int]]:
             end = text.find("\n", end, limit) + 1 or limit
         spans.append((starts[index], end))
     return spans
+
+
 def site_zone(site: Site) -> ZoneInfo:
     """The zone reminders are scheduled in (``site.timezone``)."""
     return ZoneInfo(site.site.timezone)

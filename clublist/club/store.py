@@ -132,9 +132,7 @@ class Store:
             if path.name in _SPECIAL_FILES:
                 continue
             lists[path.stem] = _located(path, functools.partial(_list_from_text, path))
-        return Club.build(
-            site, lists, members, _advice(self.directory, site, lists, members), self.directory
-        )
+        return Club.build(site, lists, members, _advice(self.directory, site, lists, members), self.directory)
 
     def _registry(self, text: str | None = None, stat: os.stat_result | None = None) -> Registry:
         """The registry: from the cache when members.toml is the file it was made from, else parsed.
@@ -293,9 +291,7 @@ def _advice(directory: Path, site: Site, lists: dict[str, MailingList], members:
     owners: dict[str, Member] = {}
     if owner_keys:
         keys = members.column("_key")
-        owners = {
-            m.key: m for m in members.records(row for row, key in enumerate(keys) if key in owner_keys)
-        }
+        owners = {m.key: m for m in members.records(row for row, key in enumerate(keys) if key in owner_keys)}
     for mailing_list in lists.values():
         for owner in mailing_list.owners:
             owner_member = owners.get(address_key(owner))

@@ -280,7 +280,7 @@ def _explain_one(failure: FailedRecipient) -> list[str]:
     lines += _wrap(f"What it means: {meaning}")
     fix = refusals.authentication_fix(failure.status, reply)
     if fix:
-        lines += _wrap(f"To fix: {fix} (README, \"Deliverability\").")
+        lines += _wrap(f'To fix: {fix} (README, "Deliverability").')
     if failure.action == "delayed" and failure.will_retry_until:
         lines.append(f"    clublist will keep trying until {_date(failure.will_retry_until)}.")
     lines.append("")

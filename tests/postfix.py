@@ -34,6 +34,7 @@ import contextlib
 import json
 import os
 import pwd
+import random
 import select
 import shutil
 import socket
@@ -85,10 +86,23 @@ def unavailable() -> str | None:
 
 
 def free_port() -> int:
-    """A loopback port nobody listens on now (bound and released: the next bind may take it)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    """A loopback port nobody listens on now, from below the kernel's ephemeral range.
+
+    Every other server in the tests, and every client connection, gets an ephemeral port
+    from the kernel: a port picked there and released could go to one of them before
+    Postfix or clublist binds it, and the test would then talk to another test's server
+    (seen once: Postfix's public port answered by a sink that took everything).  Below
+    the range only an explicit bind can take a port.
+    """
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for port in random.sample(range(max(1024, low - 20000), low), 200):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError(f"no free loopback port below {low}")
 
 
 def settle(config_directory: Path) -> None:
@@ -115,9 +129,11 @@ class PrivatePostfix:
             directory.mkdir()
         shutil.chown(self.data, "postfix")
         self.running = False
+        self.myhostname = "postfix.test"
 
     def write_base(self, myhostname: str = "postfix.test") -> None:
         """main.cf and master.cf for an instance of its own, before clublist's lines go in."""
+        self.myhostname = myhostname
         settings = {
             "compatibility_level": "3.6",
             "config_directory": str(self.config),
@@ -206,12 +222,14 @@ class PrivatePostfix:
             shutil.rmtree(self.root, ignore_errors=True)
 
     def wait_listening(self, port: int, timeout: float = 30) -> None:
-        """Until *port* answers with a 220 greeting (a reload opens new services a moment later)."""
+        """Until *port* answers with this instance's greeting (a reload opens new services a
+        moment later); another server's 220 there is not enough."""
         deadline = time.monotonic() + timeout
+        greeting = f"220 {self.myhostname} ".encode()
         while True:
             try:
                 with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
-                    if connection.recv(512).startswith(b"220"):
+                    if connection.recv(512).startswith(greeting):
                         return
             except OSError:
                 pass

@@ -7,7 +7,7 @@ call.  The steps follow ``InboundHandler._data`` and ``_post`` (they call
 clublist's internal functions, so this file follows their names); for
 comparison, a parse with the compat32 policy and ``email.utils``.
 
-The commit is ``posting.enqueue_post`` through the daemon's
+The commit is ``enqueue.enqueue_post`` through the daemon's
 ``state.Writer`` (one transaction, synchronous=FULL) on the default temp
 file system, one at a time and four at a time (group commit).
 """
@@ -88,9 +88,15 @@ def main() -> None:
             )
             return rules.evaluate(post)
 
-        def prepare() -> bytes:
-            return posting.prepare(
-                message, mailing_list, club, author, rewrite_from=True, from_address=from_address
+        def prepare() -> posting.ReadyPost:
+            return posting.prepare_post(
+                message,
+                mailing_list,
+                club,
+                author,
+                rewrite_from=True,
+                subject="bench",
+                from_address=from_address,
             )
 
         default_parsed = email.message_from_bytes(raw, policy=email.policy.default)
@@ -103,8 +109,8 @@ def main() -> None:
                 loops, lambda: _author(club, from_address, club_files.author)
             ),
             "rules.evaluate": per_call(loops, evaluate),
-            "posting.prepare (decorate.decorate, wire bytes)": per_call(loops, prepare),
-            "posting.recipients": per_call(
+            "enqueue.prepare_post (decorate.decorate, wire bytes, recipients)": per_call(loops, prepare),
+            "enqueue.recipients": per_call(
                 loops, lambda: posting.recipients(club, mailing_list, author.key, set())
             ),
             "compare: parse with policy.default": per_call(
@@ -119,20 +125,10 @@ def main() -> None:
             ),
             "compare: compat32 as_bytes": per_call(loops, compat.as_bytes),
         }
-        content = prepare()
-        recipients = posting.recipients(club, mailing_list, author.key, set())
+        ready = prepare()
 
         def job(conn: Any) -> str:
-            return posting.enqueue_post(
-                conn,
-                club,
-                mailing_list,
-                recipients=recipients,
-                content=content,
-                author_key=author.key,
-                subject="bench",
-                now=time.time(),
-            )
+            return posting.enqueue_post(conn, club, ready, time.time())
 
         for concurrency in (1, 4):
             path = root / f"state-{concurrency}.sqlite3"

@@ -1,8 +1,9 @@
 """Sending runs ahead of storing outcomes only so far: what a crash sends twice stays bounded.
 
-Outcomes are stored after a transaction gives its connection back; while the state writer
-cannot store them (a stalled disk), no more transactions than the destination has connections
-may wait for theirs, and sending stops there until the writer catches up.
+Outcomes are stored after a transaction gives its connection back; a transaction takes room
+before it sends and gives it back once its outcomes are stored, so while the state writer
+cannot store them (a stalled disk), no more than twice the destination's connections can be
+sent and not stored, and sending stops there until the writer catches up.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ class StalledStore(DeliveryWorker):
         await super()._record(outcomes, deliveries)
 
 
-def test_sending_stops_while_a_connections_worth_of_outcomes_waits_to_be_stored(tmp_path: Path) -> None:
+def test_sending_stops_while_twice_the_connections_of_outcomes_wait_to_be_stored(tmp_path: Path) -> None:
     with RemoteMTA() as smarthost:
         mail = Queue(tmp_path, smarthost)
         delivery = dataclasses.replace(
@@ -50,10 +51,12 @@ def test_sending_stops_while_a_connections_worth_of_outcomes_waits_to_be_stored(
             worker = StalledStore(writer, config, resolver_for(mail.site), clock=lambda: NOW)
             try:
                 run = asyncio.ensure_future(worker.pass_once(wait=True))
-                for _ in range(1000):  # two transactions wait to be stored, two hold their slots
-                    if worker.waiting == 2 and smarthost.received_count == 4:
+                for _ in range(1000):  # four transactions (2 connections x 2) wait to be stored
+                    if worker.waiting == 4 and smarthost.received_count == 4:
                         break
                     await asyncio.sleep(0.01)
+                else:
+                    raise AssertionError(f"{worker.waiting} waiting, {smarthost.received_count} sent")
                 for _ in range(20):  # and nothing more is sent meanwhile
                     await asyncio.sleep(0.01)
                 sent_while_stalled = smarthost.received_count

@@ -284,8 +284,10 @@ class DeliveryWorker:
         self._fresh = False
         self._global = FairGate(config.concurrency)
         self._per_destination: dict[str, FairGate] = {}
-        # Per destination: room for transactions whose outcomes are still being stored (see _transaction).
+        # Room for transactions sending or storing their outcomes, per destination and in all
+        # (see _transaction): what a crash could send twice.
         self._storing: dict[str, asyncio.Semaphore] = {}
+        self._storing_all = asyncio.Semaphore(2 * config.concurrency)
         self._turns: dict[int, int] = {}  # per message in flight: transactions started (their rank)
         self._rows: dict[int, int] = {}  # per message in flight: deliveries not yet done
         # Messages in flight with no more rows than one transaction takes (fairness.py: small).
@@ -334,7 +336,7 @@ class DeliveryWorker:
                         log.info(
                             "%d deliveries were in flight when clublist last stopped; retrying", recovered
                         )
-                handled = await self.pass_once(wait=False)
+                handled = await self.pass_once(wait=False, stop=stop)
                 next_due = None if handled else await self.writer.run(queue.next_due)
             except Exception as exc:
                 if not is_transient(exc):
@@ -349,10 +351,16 @@ class DeliveryWorker:
             timeout = 300.0 if next_due is None else min(300.0, max(0.05, next_due - self.clock()))
             await _wait_any([self._wake.wait(), stop.wait()], timeout)
 
-    async def pass_once(self, *, wait: bool = True) -> int:
-        """Claim what is due and start sending it; with *wait*, return after it is all done."""
+    async def pass_once(self, *, wait: bool = True, stop: asyncio.Event | None = None) -> int:
+        """Claim what is due and start sending it; with *wait*, return after it is all done.
+
+        Once *stop* is set it claims nothing more and returns (the daemon is shutting down).
+        """
         busy: frozenset[int] = frozenset()
+        stopping = stop or asyncio.Event()
         while True:
+            if stopping.is_set():
+                return 0
             if self._fresh and self._content_users and self._in_flight < 2 * MAX_IN_FLIGHT:
                 # New mail while messages are in flight: take the messages not yet in flight
                 # first (a small post must not wait behind the next batches of a big one, which
@@ -363,11 +371,12 @@ class DeliveryWorker:
                 # A small message in flight beside a big one: more rows for the big one wait for
                 # it.  A claim of thousands keeps the state writer's thread busy, and the event
                 # loop waits for the interpreter lock at every socket call the small one makes.
-                await _wait_any([self._no_small.wait(), self._woken()], 300.0)
+                await _wait_any([self._no_small.wait(), self._woken(), stopping.wait()], 300.0)
             elif self._in_flight >= MAX_IN_FLIGHT - CLAIM_BATCH and self._tasks:
-                woken = asyncio.ensure_future(self._woken())
-                await asyncio.wait([*self._tasks, woken], return_when=asyncio.FIRST_COMPLETED)
-                woken.cancel()
+                waits = [asyncio.ensure_future(self._woken()), asyncio.ensure_future(stopping.wait())]
+                await asyncio.wait([*self._tasks, *waits], return_when=asyncio.FIRST_COMPLETED)
+                for waiting in waits:  # never the delivery tasks themselves
+                    waiting.cancel()
             else:
                 break
         # Cleared just before the claim, not before the pass: mail queued while a claim runs
@@ -464,7 +473,9 @@ class DeliveryWorker:
                 await self._record([_defer(d, str(exc), exc.host) for d in deliveries], deliveries)
                 return
             gate = self._per_destination.setdefault(destination, FairGate(self.config.per_destination))
-            room = self._storing.setdefault(destination, asyncio.Semaphore(self.config.per_destination))
+            if destination not in self._storing:
+                self._storing[destination] = asyncio.Semaphore(2 * self.config.per_destination)
+            room = self._storing[destination]
             results = await asyncio.gather(
                 *(self._transaction(endpoints, batch, gate, room) for batch in self._batches(deliveries)),
                 return_exceptions=True,
@@ -540,10 +551,12 @@ class DeliveryWorker:
         """One message to up to max_recipients; a surprise here defers this batch and no other.
 
         Its outcomes are stored after its slots are given back, so the next transaction need not
-        wait for the state writer's commit.  *room* bounds how far sending runs ahead of storing:
-        a crash sends again what was sent and not yet stored, so no more transactions than the
-        destination's connections may wait for their outcomes to be stored; past that, a finished
-        transaction keeps its slot until there is room.
+        wait for the state writer's commit.  A crash sends again what was sent and not yet
+        stored, so a transaction takes room before it sends and gives it back once its outcomes
+        are stored: *room* (twice the destination's connections) and the worker's room (twice
+        its connections in all) bound how many transactions can be between the two.  The room
+        is taken while the slots are held, so the order the fair gates chose stands, and a
+        transaction waiting for room has sent nothing yet.
         """
         first = batch[0]
         # Ranked by the transactions of this message before it: posts take turns, the last free
@@ -561,14 +574,20 @@ class DeliveryWorker:
         except BaseException:
             gate.release(message)
             raise
+        roomed, gone = 0, False
         try:
+            await room.acquire()
+            roomed = 1
+            await self._storing_all.acquire()
+            roomed = 2
             try:
                 try:
                     content = await self._content_of(first)
                 except ClublistError:  # dropped with `queue drop` since the claim: its rows are gone
                     log.info("%s left the queue before it was sent", first.queue_id)
-                    return
-                await self._attempt(endpoints, batch, content, outcomes, turn)
+                    gone = True
+                else:
+                    await self._attempt(endpoints, batch, content, outcomes, turn)
             except Exception as exc:
                 if is_transient(exc):  # the content could not be read now: try again later
                     log.warning("state database: %s; %s is tried again later", exc, first.queue_id)
@@ -576,13 +595,20 @@ class DeliveryWorker:
                     log.exception("unexpected error sending %s; deferring its recipients", first.queue_id)
                 for delivery in batch:  # what a server already answered stands
                     outcomes.setdefault(delivery.id, _defer(delivery, "internal error in clublist", ""))
-            await room.acquire()
+        except BaseException:
+            if roomed == 2:
+                self._storing_all.release()
+            if roomed >= 1:
+                room.release()
+            raise
         finally:
             gate.release(message)
             self._global.release(message)
         try:
-            await self._record(list(outcomes.values()), batch)
+            if not gone:
+                await self._record(list(outcomes.values()), batch)
         finally:
+            self._storing_all.release()
             room.release()
 
     async def _attempt(

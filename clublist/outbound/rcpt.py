@@ -26,8 +26,8 @@ def is_plain(address: str) -> bool:
 
 async def rcpt(smtp: aiosmtplib.SMTP, recipient: str) -> None:
     """``RCPT TO:<recipient>``; raises SMTPRecipientRefused on a refusal, as ``smtp.rcpt`` does."""
-    if not is_plain(recipient):
-        await smtp.rcpt(recipient)
+    if not is_plain(recipient):  # UTF-8 only goes where the transaction asked for SMTPUTF8
+        await smtp.rcpt(recipient, encoding="ascii" if recipient.isascii() else "utf-8")
         return
     response = await smtp.execute_command(b"RCPT", b"TO:<" + recipient.encode("ascii") + b">")
     if response.code not in _ACCEPTED:

@@ -61,6 +61,9 @@ NO_SMTPUTF8 = (
     "does not offer SMTPUTF8, and the message has UTF-8 in its headers (RFC 6532); "
     "it cannot be delivered there as it is"
 )
+NO_SMTPUTF8_ADDRESS = (
+    "does not offer SMTPUTF8, and the address has UTF-8 before its @ (RFC 6531); it cannot be delivered there"
+)
 MESSAGES_PER_CONNECTION = 100
 PLAINTEXT_SECONDS = 3600  # after a failed handshake, how long a server gets mail without TLS
 IDLE_SECONDS = 10.0
@@ -675,12 +678,24 @@ class DeliveryWorker:
             content = self._personal_copy(first, content)
         options = ["BODY=8BITMIME"] if smtp.supports_extension("8bitmime") and not content.isascii() else []
         sender = self._envelope_sender(first)
-        if _needs_smtputf8(content):
-            if not smtp.supports_extension("smtputf8"):
-                for delivery in batch:
-                    outcomes[delivery.id] = _fail(delivery, "5.6.7", f"{host} {NO_SMTPUTF8}")
+        addresses = {d.id: d.recipient for d in batch}
+        if smtp.supports_extension("smtputf8"):
+            if _needs_smtputf8(content) or not all(a.isascii() for a in addresses.values()):
+                options.append("SMTPUTF8")
+        elif _needs_smtputf8(content):
+            for delivery in batch:
+                outcomes[delivery.id] = _fail(delivery, "5.6.7", f"{host} {NO_SMTPUTF8}")
+            return
+        else:  # an international domain goes in its ASCII form; a UTF-8 mailbox name cannot go
+            for delivery in batch:
+                ascii_form = _ascii_address(delivery.recipient)
+                if ascii_form is None:
+                    outcomes[delivery.id] = _fail(delivery, "5.6.7", f"{host} {NO_SMTPUTF8_ADDRESS}")
+                else:
+                    addresses[delivery.id] = ascii_form
+            batch = [d for d in batch if d.id not in outcomes]
+            if not batch:
                 return
-            options.append("SMTPUTF8")
         if sender and smtp.supports_extension("dsn"):
             # A bounce then quotes only the headers and names the queue id: see bounces/matching.py.
             options += ["RET=HDRS", f"ENVID={first.queue_id}"]
@@ -697,7 +712,7 @@ class DeliveryWorker:
             if index:
                 await turn.between_recipients()
             try:
-                await rcpt(smtp, delivery.recipient)
+                await rcpt(smtp, addresses[delivery.id])
                 accepted.append(delivery)
             except aiosmtplib.SMTPRecipientRefused as exc:
                 if sender_refusals.is_relay_or_auth_refusal(exc.code, exc.message):
@@ -908,6 +923,20 @@ def _group(claimed: list[Delivery], config: DeliveryConfig) -> dict[str, list[De
     items = list(groups.items())
     random.shuffle(items)  # no destination always goes first
     return dict(items)
+
+
+def _ascii_address(address: str) -> str | None:
+    """*address* as it may go without SMTPUTF8: its domain in IDNA form; None when the part
+    before the @ is UTF-8, which has no ASCII form."""
+    if address.isascii():
+        return address
+    local, _, domain = address.rpartition("@")
+    if not local.isascii():
+        return None
+    try:
+        return f"{local}@{domain.encode('idna').decode('ascii')}"
+    except UnicodeError:
+        return None
 
 
 def _needs_smtputf8(content: bytes) -> bool:

@@ -15,6 +15,7 @@ from mta import Behaviour, RemoteMTA
 from test_delivery import MESSAGE, Harness, site_for
 
 from clublist.dns import resolver_for
+from clublist.outbound import fairness
 from clublist.outbound import worker as worker_module
 from clublist.outbound.fairness import FairGate
 from clublist.outbound.worker import DeliveryConfig, DeliveryWorker
@@ -124,6 +125,21 @@ def test_a_small_message_goes_first_and_the_others_wait_while_it_is_under_way() 
             assert gate.waiting(3) == [0] and not pausing.done()
         await asyncio.wait_for(asyncio.gather(big, pausing), 5)
         assert gate.holding(3) == 1 and gate.giving_way == 0
+
+    asyncio.run(main())
+
+
+def test_a_pause_between_recipients_ends_after_the_longest_pause(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Small messages that keep coming must not hold an open transaction until its server hangs up."""
+    monkeypatch.setattr(fairness, "LONGEST_PAUSE", 0.05)
+
+    async def main() -> None:
+        gate = FairGate(2)
+        with gate.right_of_way():  # a small message's dialogue that does not end
+            pausing = asyncio.ensure_future(gate.give_way())
+            await until(lambda: gate.giving_way == 1)
+            await asyncio.wait_for(pausing, 5)  # over, though the way is still taken
+            assert gate.giving_way == 0
 
     asyncio.run(main())
 

@@ -21,8 +21,9 @@ worker's global limit) is a semaphore shared by messages, with these rules:
   recipients (:meth:`FairGate.right_of_way`, :meth:`FairGate.give_way`).  A slot is not
   enough either: one event loop serves every connection in turn, so a 30-RCPT transaction
   beside 19 others of 100 RCPTs would get a twentieth of the round trips.  The pause lasts
-  as long as the small transactions: shortest first, so a stream of small messages (a
-  welcome to each of 1,000 imported members) holds a big post back while it flows.
+  as long as the small transactions, at most :data:`LONGEST_PAUSE` at a time, so an open
+  transaction never idles long enough for its server to hang up; a stream of small messages
+  (a welcome to each of 1,000 imported members) still slows a big post while it flows.
 
 The limit itself is never exceeded: the reserve is one of the configured slots, not an extra.
 """
@@ -37,6 +38,9 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 RESERVE_FROM = 4  # gates with at least this many slots keep the last one from the busiest message
+# The longest a transaction pauses between two recipients for small messages: well under any
+# server's command timeout (RFC 5321 asks for 5 minutes; Postfix under stress takes 10 s).
+LONGEST_PAUSE = 5.0
 
 # 0 for a small message's transaction (1 otherwise), rank, arrival, the future handing the slot over
 _Waiter = tuple[int, int, int, asyncio.Future[None]]
@@ -141,12 +145,14 @@ class FairGate:
                 self._dispatch()
 
     async def give_way(self) -> None:
-        """A transaction between two recipients: wait while a small message's dialogue is under way."""
+        """A transaction between two recipients: wait while a small message's dialogue is under way,
+        at most :data:`LONGEST_PAUSE` (a stream of small posts must not make its server hang up)."""
         if self._way_clear.is_set():
             return
         self.giving_way += 1
         try:
-            await self._way_clear.wait()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._way_clear.wait(), LONGEST_PAUSE)
         finally:
             self.giving_way -= 1
 

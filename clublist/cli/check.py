@@ -79,10 +79,5 @@ def check(ctx: click.Context, app: App, only: tuple[str, ...], as_json: bool, pu
     from clublist.actions.check import check as run_checks
 
     findings = run_checks(app.store, app.state_path, app.actor, only, public_ip)
-    if as_json:
-        render.json_out(app, findings)
-    else:
-        rows = [render.to_plain(f) for f in findings]
-        render.table(app, rows, ["check", "status", "detail", "fix"], empty="nothing checked")
-    if any(f.status == "fail" for f in findings):
+    if render.findings(app, findings, as_json):
         ctx.exit(1)

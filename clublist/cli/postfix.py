@@ -75,12 +75,7 @@ def postfix(
         findings = postfix_check(
             app.store, app.actor, public=public, relay=relay, config_directory=config_directory
         )
-        if as_json:
-            render.json_out(app, findings)
-        else:
-            rows = [render.to_plain(f) for f in findings]
-            render.table(app, rows, ["check", "status", "detail", "fix"], empty="nothing checked")
-        if any(f.status == "fail" for f in findings):
+        if render.findings(app, findings, as_json):
             ctx.exit(1)
         return
     from clublist.actions.postfix import postfix_setup

@@ -16,10 +16,13 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from itertools import repeat
 from json.encoder import encode_basestring as _json_text  # the C encoder json.dumps uses
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from clublist.actions import Done
 from clublist.cli.app import App
+
+if TYPE_CHECKING:
+    from clublist.check import Finding
 
 
 def to_plain(value: Any) -> Any:
@@ -152,6 +155,17 @@ def done(app: App, result: Done, as_json: bool = False) -> None:
         json_out(app, {"ok": True, "message": result.message, "record": result.record})
     else:
         app.stream.write(result.message + "\n")
+
+
+def findings(app: App, found: Sequence[Finding], as_json: bool) -> bool:
+    """What ``check`` and ``postfix --check`` found: JSON or a table; whether one of them
+    failed, for the exit status."""
+    if as_json:
+        json_out(app, found)
+    else:
+        rows = [to_plain(f) for f in found]
+        table(app, rows, ["check", "status", "detail", "fix"], empty="nothing checked")
+    return any(f.status == "fail" for f in found)
 
 
 def _shown(app: App, value: Any) -> Any:

@@ -235,7 +235,7 @@ class PrivatePostfix:
                 pass
             if time.monotonic() > deadline:
                 raise AssertionError(f"Postfix does not listen on {port}:\n{self.log()}")
-            time.sleep(0.05)
+            time.sleep(0.05)  # Postfix signals nothing when a service opens: asked again until the deadline
 
     def queue_entries(self) -> list[dict]:
         """``postqueue -j``: one record per message still in Postfix's queue."""
@@ -248,7 +248,7 @@ class PrivatePostfix:
         while entries := self.queue_entries():
             if time.monotonic() > deadline:
                 raise AssertionError(f"Postfix's queue is not empty: {entries}\n{self.log()}")
-            time.sleep(0.1)
+            time.sleep(0.1)  # postqueue is the only way to see the queue: asked again until the deadline
 
     def log(self) -> str:
         with contextlib.suppress(OSError):

@@ -54,10 +54,13 @@ def test_sending_stops_while_twice_the_connections_of_outcomes_wait_to_be_stored
                 for _ in range(1000):  # four transactions (2 connections x 2) wait to be stored
                     if worker.waiting == 4 and smarthost.received_count == 4:
                         break
-                    await asyncio.sleep(0.01)
+                    await asyncio.sleep(0.01)  # polled, deadline 10 s: the worker has no event for it
                 else:
                     raise AssertionError(f"{worker.waiting} waiting, {smarthost.received_count} sent")
-                for _ in range(20):  # and nothing more is sent meanwhile
+                # And nothing more is sent meanwhile.  What must not happen has no event to wait
+                # for: the worker runs on for a window of 0.2 s (any further transaction would
+                # reach the loopback sink in a few milliseconds), then the count is read.
+                for _ in range(20):
                     await asyncio.sleep(0.01)
                 sent_while_stalled = smarthost.received_count
                 worker.stored.set()

@@ -164,27 +164,13 @@ def test_a_small_post_goes_ahead_of_the_rest_of_a_big_one(
         return None
 
     with RemoteMTA(behaviour=Behaviour(data=first_data_waits)) as mta:
-        site = site_for(
-            _no_dns(),
-            1,
-            mode="smarthost",
-            smarthost=f"127.0.0.1:{mta.port}",
-            per_destination_concurrency=1,
-            max_recipients_per_transaction=10,
-        )
-        harness = Harness(tmp_path, site)
+        harness = through_sink(tmp_path, mta.port, connections=1)
         big = harness.enqueue([f"big{n}@example.org" for n in range(200)])
 
-        async def main() -> None:
-            writer = state.Writer(harness.path)
-            worker = DeliveryWorker(
-                writer, DeliveryConfig.from_site(site, harness.path), resolver_for(site), clock=harness.clock
-            )
-            stop = asyncio.Event()
-            running = asyncio.ensure_future(worker.run(stop))
+        async def body(worker: DeliveryWorker) -> None:
             try:
                 assert await asyncio.to_thread(in_data.wait, 30)
-                small = harness.enqueue(["small1@example.org", "small2@example.org", "small3@example.org"])
+                small = harness.enqueue(SMALL)
                 small_id = queue.require_message(harness.conn, small)
                 worker.wake()
                 gate = worker._per_destination["smarthost"]
@@ -195,12 +181,8 @@ def test_a_small_post_goes_ahead_of_the_rest_of_a_big_one(
                 assert small
             finally:
                 hold.set()
-                stop.set()
-                await running
-                await worker.drain(5)
-                writer.close()
 
-        asyncio.run(main())
+        asyncio.run(run_worker(harness, body))
     order = ["small" if t.rcpt_tos[0].startswith("small") else "big" for t in mta.transactions]
     assert big and order.count("big") == 20
     assert order.index("small") == 1, order
@@ -228,25 +210,13 @@ def test_a_post_queued_while_the_worker_claims_is_taken_at_once(
         return None
 
     with RemoteMTA(behaviour=Behaviour(data=first_data_waits)) as mta:
-        site = site_for(
-            _no_dns(),
-            1,
-            mode="smarthost",
-            smarthost=f"127.0.0.1:{mta.port}",
-            per_destination_concurrency=1,
-            max_recipients_per_transaction=10,
-        )
-        harness = Harness(tmp_path, site)
+        harness = through_sink(tmp_path, mta.port, connections=1)
         harness.enqueue([f"big{n}@example.org" for n in range(200)])
         claim, claims = queue.claim, []
         small: list[int] = []  # the small post's message id
 
-        async def main() -> None:
+        async def body(worker: DeliveryWorker) -> None:
             loop = asyncio.get_running_loop()
-            writer = state.Writer(harness.path)
-            worker = DeliveryWorker(
-                writer, DeliveryConfig.from_site(site, harness.path), resolver_for(site), clock=harness.clock
-            )
 
             def claim_and_meanwhile_queue(conn: sqlite3.Connection, now: float, **options: Any) -> list[Any]:
                 claims.append(now)
@@ -264,9 +234,8 @@ def test_a_post_queued_while_the_worker_claims_is_taken_at_once(
                     loop.call_soon_threadsafe(worker.wake)
                 return claim(conn, now, **options)
 
+            # Before the worker's first claim: run_worker starts it, the body runs first.
             monkeypatch.setattr(queue, "claim", claim_and_meanwhile_queue)
-            stop = asyncio.Event()
-            running = asyncio.ensure_future(worker.run(stop))
             try:
                 await until(lambda: "smarthost" in worker._per_destination)
                 gate = worker._per_destination["smarthost"]
@@ -277,12 +246,8 @@ def test_a_post_queued_while_the_worker_claims_is_taken_at_once(
                 assert await asyncio.to_thread(mta.wait_for, lambda m: m.received_count == 202, 60)
             finally:
                 hold.set()
-                stop.set()
-                await running
-                await worker.drain(5)
-                writer.close()
 
-        asyncio.run(main())
+        asyncio.run(run_worker(harness, body))
     order = ["small" if t.rcpt_tos[0].startswith("small") else "big" for t in mta.transactions]
     assert order.index("small") == 1, order
 
@@ -361,14 +326,14 @@ async def run_worker(harness: Harness, body: Callable[[DeliveryWorker], Awaitabl
         writer.close()
 
 
-def four_connections(tmp_path: Path, port: int) -> Harness:
-    """A club sending through the sink: four connections at most, ten recipients a transaction."""
+def through_sink(tmp_path: Path, port: int, connections: int = 4) -> Harness:
+    """A club sending through the sink: *connections* at most, ten recipients a transaction."""
     site = site_for(
         _no_dns(),
         1,
         mode="smarthost",
         smarthost=f"127.0.0.1:{port}",
-        per_destination_concurrency=4,
+        per_destination_concurrency=connections,
         max_recipients_per_transaction=10,
         timeout=30,
     )
@@ -387,7 +352,7 @@ def test_a_small_post_starts_while_a_big_one_fills_the_other_connections(tmp_pat
         sink = HoldingSink()
         go = asyncio.Event()
         sink.hold_data = lambda recipients: go if recipients[0].startswith("big") else None
-        harness = four_connections(tmp_path, await sink.start())
+        harness = through_sink(tmp_path, await sink.start())
         big = queue.require_message(
             harness.conn, harness.enqueue([f"big{n:02d}@example.org" for n in range(60)])
         )
@@ -427,7 +392,7 @@ def test_a_big_post_waits_between_recipients_while_a_small_one_is_sent(tmp_path:
         fifth = {"big04@example.org", "big14@example.org"}
         sink.hold_rcpt = lambda address: fifth_go if address in fifth else None
         sink.hold_data = lambda recipients: small_go if recipients[0].startswith("small") else None
-        harness = four_connections(tmp_path, await sink.start())
+        harness = through_sink(tmp_path, await sink.start())
         harness.enqueue([f"big{n:02d}@example.org" for n in range(20)])
 
         async def body(worker: DeliveryWorker) -> None:
@@ -495,7 +460,7 @@ def test_new_mail_is_claimed_before_more_of_a_post_in_flight(
 
     async def main() -> None:
         sink = HoldingSink()
-        harness = four_connections(tmp_path, await sink.start())
+        harness = through_sink(tmp_path, await sink.start())
         harness.enqueue([f"big{n:03d}@example.org" for n in range(200)])
 
         async def body(worker: DeliveryWorker) -> None:
@@ -542,7 +507,7 @@ def test_more_of_a_big_post_is_claimed_only_after_the_small_post_in_flight(
         sink = HoldingSink()
         big_go, small_go = asyncio.Event(), asyncio.Event()
         sink.hold_data = lambda recipients: small_go if recipients[0].startswith("small") else big_go
-        harness = four_connections(tmp_path, await sink.start())
+        harness = through_sink(tmp_path, await sink.start())
         harness.enqueue([f"big{n:02d}@example.org" for n in range(60)])
 
         async def body(worker: DeliveryWorker) -> None:

@@ -9,7 +9,8 @@ import pytest
 from aiosmtplib.email import quote_address
 from mta import Behaviour, RemoteMTA
 
-from clublist.outbound.rcpt import is_plain, rcpt
+from clublist.club.model import is_plain_address
+from clublist.outbound.rcpt import rcpt
 
 PLAIN = [
     "anna@example.org",
@@ -29,13 +30,13 @@ OTHER = [
 
 @pytest.mark.parametrize("address", PLAIN)
 def test_a_plain_address_goes_out_as_aiosmtplib_would_quote_it(address: str) -> None:
-    assert is_plain(address)
+    assert is_plain_address(address)
     assert quote_address(address) == f"<{address}>"
 
 
 @pytest.mark.parametrize("address", OTHER)
 def test_any_other_address_is_left_to_aiosmtplib(address: str) -> None:
-    assert not is_plain(address)
+    assert not is_plain_address(address)
 
 
 def test_replies_are_read_as_aiosmtplib_reads_them() -> None:

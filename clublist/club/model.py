@@ -84,6 +84,12 @@ def parse_address(text: str, what: str = "address") -> str:
     return candidate
 
 
+def is_plain_address(text: str) -> bool:
+    """Whether *text* is an ASCII dot-atom at a host name of two labels or more: the form that
+    every address parser (email's, aiosmtpd's, aiosmtplib's) gives back exactly as it is."""
+    return _ADDRESS_RE.fullmatch(text) is not None
+
+
 def _plain_ascii(candidate: str) -> bool:
     """The common case, decided without email-validator: an ASCII dot-atom at an ordinary host name.
 

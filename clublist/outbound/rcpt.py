@@ -9,24 +9,16 @@ for which that parse can only give the address back unchanged, goes out as it is
 
 from __future__ import annotations
 
-import re
-
 import aiosmtplib
 
-# A dot-atom local part (RFC 5322 atext) at a domain of LDH labels: what parseaddr returns as it is.
-_PLAIN = re.compile(
-    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
-)
+from clublist.club.model import is_plain_address
+
 _ACCEPTED = (250, 251)  # what aiosmtplib's rcpt() accepts
-
-
-def is_plain(address: str) -> bool:
-    return _PLAIN.fullmatch(address) is not None
 
 
 async def rcpt(smtp: aiosmtplib.SMTP, recipient: str) -> None:
     """``RCPT TO:<recipient>``; raises SMTPRecipientRefused on a refusal, as ``smtp.rcpt`` does."""
-    if not is_plain(recipient):  # UTF-8 only goes where the transaction asked for SMTPUTF8
+    if not is_plain_address(recipient):  # UTF-8 only goes where the transaction asked for SMTPUTF8
         await smtp.rcpt(recipient, encoding="ascii" if recipient.isascii() else "utf-8")
         return
     response = await smtp.execute_command(b"RCPT", b"TO:<" + recipient.encode("ascii") + b">")

@@ -16,9 +16,9 @@ change.  Reloads parse in a thread and run one at a time in one task, each
 reading files at least as new as the last: an older reading can never
 replace a newer one, and SMTP sessions never wait for a parse.
 
-After each commit, at start-up and every minute it writes the Maildir files
-of new archive entries (:mod:`clublist.mail.archive`), and hourly prunes
-them by each list's ``archive_days``.
+It writes the Maildir files of new archive entries (:mod:`clublist.mail.archive`)
+once the posts pause (a burst is filed after it, in batches), at start-up and
+every minute, and hourly prunes them by each list's ``archive_days``.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import logging
 import signal
 import sqlite3
@@ -62,6 +63,12 @@ PERIODIC_INTERVAL = 60.0  # seconds between rounds of held-post expiry and owner
 SHUTDOWN_TIMEOUT = 30.0
 PURGE_AFTER = 30 * 24 * 3600
 ARCHIVE_RETRY = 60.0
+# New archive entries are filed once no post has come for ARCHIVE_QUIET seconds, or ARCHIVE_LONGEST
+# after the first of them at the latest: a file costs about as much CPU as accepting a post, and
+# during a burst the listener needs it.  Their bytes are safe in the state database meanwhile.
+ARCHIVE_QUIET = 0.5
+ARCHIVE_LONGEST = 10.0
+ARCHIVE_BATCH = 200  # entries read and filed at a time: the memory a burst of big posts takes
 
 
 @dataclass(frozen=True)
@@ -269,7 +276,7 @@ class Daemon:
     async def _archive_loop(self) -> None:
         while True:
             await self._archive_due.wait()
-            self._archive_due.clear()
+            await self._archive_pause()
             try:
                 await self.file_archive()
             except Exception as exc:  # the entries keep their bytes in the database: tried again
@@ -278,15 +285,26 @@ class Daemon:
                 else:
                     log.exception("archive: could not write Maildir files; trying again in a minute")
 
+    async def _archive_pause(self) -> None:
+        """Wait until no commit has asked for filing for ARCHIVE_QUIET s (ARCHIVE_LONGEST at most)."""
+        deadline = time.monotonic() + ARCHIVE_LONGEST
+        while (left := deadline - time.monotonic()) > 0:
+            self._archive_due.clear()
+            try:
+                await asyncio.wait_for(self._archive_due.wait(), min(ARCHIVE_QUIET, left))
+            except TimeoutError:
+                break
+        self._archive_due.clear()
+
     async def file_archive(self) -> None:
         """Write the Maildir files of archive entries committed but not yet filed (mail.archive)."""
-        pending = await self.writer.run(archive.unfiled)
-        if not pending:
-            return
         root = archive.root_of(self.state_path)
-        filed = await asyncio.to_thread(archive.write_files, root, pending)
-        await self.writer.run(lambda conn: archive.mark_filed(conn, root, filed))
-        log.debug("archive: filed %d entries", len(filed))
+        while pending := await self.writer.read(functools.partial(archive.unfiled, limit=ARCHIVE_BATCH)):
+            filed = await asyncio.to_thread(archive.write_files, root, pending)
+            await self.writer.run(functools.partial(archive.mark_filed, root=root, filed=filed))
+            log.debug("archive: filed %d entries", len(filed))
+            if len(pending) < ARCHIVE_BATCH:
+                return
 
     async def _prune_archives(self) -> None:
         """Each list's archive_days, applied hourly (``clublist archive prune`` does it by hand)."""

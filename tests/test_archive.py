@@ -6,6 +6,7 @@ lists.d and state database, with its own clock where time matters.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import mailbox
 import signal
@@ -121,7 +122,8 @@ def eventually(predicate: Callable[[], bool], timeout: float = 30.0) -> bool:
 
 def test_each_post_is_a_maildir_entry_as_distributed(club: Club) -> None:
     folder = club.state.parent / "archive" / "youth"
-    assert eventually(lambda: len(list((folder / "new").iterdir())) == 3)
+    # Filed once the posts pause (the daemon's ARCHIVE_QUIET): new/ is made then.
+    assert eventually(lambda: (folder / "new").is_dir() and len(list((folder / "new").iterdir())) == 3)
     box = mailbox.Maildir(folder, create=False)
     archived = sorted(box, key=lambda m: str(m["Subject"]))
     assert [str(m["Subject"]) for m in archived] == sorted(f"[Youth] {s}" for s in SUBJECTS)
@@ -181,6 +183,8 @@ def test_more_than_the_daily_cap_is_refused_politely(club: Club) -> None:
 def test_retention_prunes_entries_older_than_archive_days(club: Club) -> None:
     club.send("carl@example.org", "trainer@myclub.org", "Old news")
     assert club.sink.wait_for(lambda s: len(club.received("carl@example.org")) == 1)
+    filed = club.state.parent / "archive" / "trainer" / "new"
+    assert eventually(lambda: filed.is_dir() and len(list(filed.iterdir())) == 1)  # its file goes too
     now = time.time()
     kept = json.loads(club.cli("archive", "prune", "--json", clock=now + 6 * 86400))
     assert kept["record"] == {"trainer": 0}
@@ -282,3 +286,65 @@ def test_digest_and_nodigest_by_mail_are_member_set_lines() -> None:
     assert translate(["index", "youth", "5"], "anna@example.org", None, now, zone) == [
         "archive", "ls", "youth", "--last", "5",
     ]  # fmt: skip
+
+
+def unfiled_entries(state_path: Path, count: int, list_name: str = "youth") -> sqlite3.Connection:
+    """*count* archive entries committed with their bytes, as the listener leaves them."""
+    conn = state_db.connect(state_path)
+    with state_db.transaction(conn):
+        for i in range(count):
+            content = f"Subject: Post {i}\r\n\r\nHello.\r\n".encode()
+            archive.record(conn, list_name, content, author="anna@example.org", subject=f"Post {i}", now=1.0)
+    return conn
+
+
+def test_a_batch_is_filed_per_list_and_an_entry_a_reader_moved_is_left(tmp_path: Path) -> None:
+    state_path = tmp_path / "var" / "clublist.sqlite3"
+    conn = unfiled_entries(state_path, 3)
+    with state_db.transaction(conn):
+        archive.record(
+            conn, "trainer", b"Subject: T\r\n\r\nHi.\r\n", author="a@example.org", subject="T", now=1.0
+        )
+    root = archive.root_of(state_path)
+    box = archive.maildir(root, "youth")
+    (root / "youth" / "cur" / f"{archive.maildir_key(2)}:2,S").write_bytes(b"Subject: read\n\nRead.\n")
+    filed = archive.write_files(root, archive.unfiled(conn))
+    assert sorted(filed) == [("trainer", 1), ("youth", 1), ("youth", 2), ("youth", 3)]
+    assert sorted(box.keys()) == [archive.maildir_key(n) for n in (1, 2, 3)]
+    assert box.get_bytes(archive.maildir_key(2)) == b"Subject: read\n\nRead.\n"  # not written again
+    assert box.get_bytes(archive.maildir_key(3)) == b"Subject: Post 2\n\nHello.\n"
+    assert archive.maildir(root, "trainer").get_bytes(archive.maildir_key(1)) == b"Subject: T\n\nHi.\n"
+    conn.close()
+
+
+def test_the_daemon_files_a_backlog_in_batches(
+    club_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from clublist import daemon as daemon_module
+
+    state_path = tmp_path / "var" / "clublist.sqlite3"
+    unfiled_entries(state_path, 5).close()
+    monkeypatch.setattr(daemon_module, "ARCHIVE_BATCH", 2)
+    batches: list[int] = []
+    write_files = archive.write_files
+
+    def counted(root: Path, entries: list[tuple[str, int, str, bytes]]) -> list[tuple[str, int]]:
+        batches.append(len(entries))
+        return write_files(root, entries)
+
+    monkeypatch.setattr(archive, "write_files", counted)
+    daemon = daemon_module.Daemon(club_dir, state_path)
+
+    async def file_backlog() -> None:
+        daemon.writer = state_db.Writer(state_path)
+        try:
+            await daemon.file_archive()
+        finally:
+            daemon.writer.close()
+
+    asyncio.run(file_backlog())
+    assert batches == [2, 2, 1]
+    conn = state_db.connect(state_path)
+    assert archive.unfiled(conn) == []
+    conn.close()
+    assert len(archive.maildir(archive.root_of(state_path), "youth").keys()) == 5

@@ -82,22 +82,39 @@ def record(
     return int(number)
 
 
-def unfiled(conn: sqlite3.Connection) -> list[tuple[str, int, str, bytes]]:
-    """Entries whose Maildir file may not be written yet: (list, number, key, bytes)."""
+def unfiled(conn: sqlite3.Connection, limit: int = -1) -> list[tuple[str, int, str, bytes]]:
+    """Entries whose Maildir file may not be written yet: (list, number, key, bytes), the first
+    *limit* of them (all by default)."""
     rows = conn.execute(
         "SELECT list_name, number, maildir_key, content FROM archive WHERE content IS NOT NULL"
-        " ORDER BY list_name, number"
+        " ORDER BY list_name, number LIMIT ?",
+        (limit,),
     ).fetchall()
     return [(r[0], r[1], r[2], bytes(r[3])) for r in rows]
 
 
 def write_files(root: Path, entries: list[tuple[str, int, str, bytes]]) -> list[tuple[str, int]]:
-    """Write each entry's Maildir file (durably); returns the (list, number) pairs now on disk."""
+    """Write each entry's Maildir file (durably); returns the (list, number) pairs now on disk.
+
+    Each file is written into tmp/, fsynced and renamed into new/; each list's new/ is
+    fsynced once for all its files of the batch, after their renames.
+    """
     done = []
+    by_list: dict[str, list[tuple[int, str, bytes]]] = {}
     for list_name, number, key, content in entries:
+        by_list.setdefault(list_name, []).append((number, key, content))
+    for list_name, group in by_list.items():
+        folder = root / list_name
         maildir(root, list_name)  # makes tmp/, new/ and cur/
-        _deliver(root / list_name, key, content.replace(b"\r\n", b"\n"))
-        done.append((list_name, number))
+        read = {name.partition(":")[0] for name in os.listdir(folder / "cur")}  # moved there by a reader
+        renamed = False
+        for _number, key, content in group:
+            if key not in read and not (folder / "new" / key).exists():
+                _write(folder, key, content.replace(b"\r\n", b"\n"))
+                renamed = True
+        if renamed:
+            _fsync_folder(folder / "new")
+        done += [(list_name, number) for number, _key, _content in group]
     return done
 
 
@@ -144,17 +161,18 @@ def maildir(root: Path, list_name: str) -> mailbox.Maildir:
     return mailbox.Maildir(root / list_name, factory=None, create=False)
 
 
-def _deliver(folder: Path, key: str, content: bytes) -> None:
-    final = folder / "new" / key
-    if final.exists() or any((folder / "cur").glob(f"{key}:*")):
-        return
+def _write(folder: Path, key: str, content: bytes) -> None:
+    """The file *key* in new/ by way of tmp/, its bytes on disk before the rename."""
     temporary = folder / "tmp" / f"{key}.{os.getpid()}"
     with open(temporary, "wb") as handle:
         handle.write(content)
         handle.flush()
         os.fsync(handle.fileno())
-    os.replace(temporary, final)
-    directory = os.open(folder / "new", os.O_RDONLY)
+    os.replace(temporary, folder / "new" / key)
+
+
+def _fsync_folder(path: Path) -> None:
+    directory = os.open(path, os.O_RDONLY)
     try:
         os.fsync(directory)
     finally:

@@ -261,6 +261,21 @@ def test_daily_limit_counts_the_posts_accepted_today(daemon: DaemonProcess, cli:
     assert b"limit of 1 posts a day" in refused.value.smtp_error
 
 
+def test_hourly_limit_brakes_an_author_without_a_daily_limit(daemon: DaemonProcess, cli: Runner) -> None:
+    cli("config", "set", "posting.daily_limit", "0")
+    cli("config", "set", "posting.hourly_limit", "2")
+    with smtp(daemon) as client:
+        for n in (1, 2):
+            post = POST.replace("p1@", f"h{n}@")
+            assert client.sendmail("anna@example.org", ["youth@myclub.org"], post) == {}
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            client.sendmail("anna@example.org", ["youth@myclub.org"], POST.replace("p1@", "h3@"))
+        ben = POST.replace("Anna <anna@example.org>", "Ben <ben@example.org>").replace("p1@", "b1@")
+        assert client.sendmail("ben@example.org", ["youth@myclub.org"], ben) == {}  # counted apart
+    assert refused.value.smtp_code == 450
+    assert b"limit of 2 posts an hour" in refused.value.smtp_error
+
+
 def test_edits_to_members_take_effect_without_restart(
     daemon: DaemonProcess, sink: RemoteMTA, cli: Runner
 ) -> None:

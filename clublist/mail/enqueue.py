@@ -128,9 +128,12 @@ def posts_today(conn: sqlite3.Connection, author_key: str, now: float) -> int:
     return row[0] if row else 0
 
 
-def posts_last_hour(conn: sqlite3.Connection, author_key: str, now: float) -> int:
+def posts_last_hour(conn: sqlite3.Connection, author_key: str, now: float, limit: int) -> int:
+    """The author's posts in the last 60 minutes, counted up to *limit* (the hourly limit) at most:
+    the rule only asks whether the limit is reached, and a count costs a step per post counted."""
     row = conn.execute(
-        "SELECT count(*) FROM recent_posts WHERE author = ? AND created > ?", (author_key, now - HOUR)
+        "SELECT count(*) FROM (SELECT 1 FROM recent_posts WHERE author = ? AND created > ? LIMIT ?)",
+        (author_key, now - HOUR, limit),
     ).fetchone()
     return int(row[0])
 

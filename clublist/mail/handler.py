@@ -739,7 +739,7 @@ class InboundHandler:
         assert mailing_list is not None
         author = _author(club, incoming.from_address, _sender(envelope))
         author_key = author.key if author else address_key(_sender(envelope))
-        now = self.clock()
+        now, site = self.clock(), club.site
         replying = posting.recent_post_of(
             self.reader,
             mailing_list.name,
@@ -758,7 +758,7 @@ class InboundHandler:
             posts_today=self._posts_today(club, author),
             from_address=incoming.from_address,
             authentication=verdict,
-            posts_last_hour=posting.posts_last_hour(self.reader, author_key, now),
+            posts_last_hour=posting.posts_last_hour(self.reader, author_key, now, site.posting.hourly_limit),
             replies_to_recent_post=replying,
             new_text=new_text,
             repeats_recent_text=posting.posted_text_before(self.reader, author_key, digest, now - 3600),
@@ -865,9 +865,8 @@ class InboundHandler:
         key = post.ready.author_key
         assert key
         today = posting.posts_today(conn, key, now) if post.author is not None else 0
-        verdict = rules.limit_verdict(
-            club, post.author, post.poster, today, posting.posts_last_hour(conn, key, now)
-        )
+        last_hour = posting.posts_last_hour(conn, key, now, club.site.posting.hourly_limit)
+        verdict = rules.limit_verdict(club, post.author, post.poster, today, last_hour)
         if verdict is not None:
             raise LimitReached(verdict.reply)
 

@@ -339,6 +339,21 @@ def test_utf8_headers_go_with_smtputf8_where_the_server_offers_it(tmp_path: Path
     assert transaction.content == UTF8_MESSAGE
 
 
+def test_the_first_transaction_after_starttls_uses_what_the_server_offers_over_tls(
+    tmp_path: Path, ca: trustme.CA
+) -> None:
+    """STARTTLS forgets the EHLO answer (RFC 3207 4.2): without a new EHLO, the fresh TLS
+    connection's first transaction would see no SMTPUTF8 and fail a UTF-8 post for good."""
+    context = tls_server_context(ca, "mx.example.org")
+    with RemoteMTA(tls_context=context, smtputf8=True) as mta, DNSServer(records={}) as dns:
+        harness = Harness(tmp_path, site_for(dns, 1, mode="smarthost", smarthost=f"127.0.0.1:{mta.port}"))
+        harness.enqueue(["a@example.org"], content=UTF8_MESSAGE)
+        harness.run()
+    assert harness.statuses() == {"a@example.org": "sent"}
+    [transaction] = mta.transactions
+    assert transaction.tls and "SMTPUTF8" in transaction.mail_options
+
+
 def test_utf8_headers_fail_for_good_and_are_reported_where_smtputf8_is_not_offered(
     tmp_path: Path, mta: RemoteMTA
 ) -> None:

@@ -237,6 +237,9 @@ class ConnectionPool:
             await smtp.ehlo()
             if tls != "none" and smtp.supports_extension("starttls"):
                 await smtp.starttls(server_hostname=endpoint.name, tls_context=self._tls_context(tls))
+                # RFC 3207 4.2: what the server offered before TLS is forgotten; the first
+                # transaction's options (8BITMIME, SMTPUTF8, DSN) need its new EHLO answer.
+                await smtp.ehlo()
             elif tls == "verify":
                 raise TransientError(
                     f"{endpoint.name} does not offer STARTTLS, which is required", endpoint.name, 530

@@ -48,8 +48,8 @@ from clublist.club.model import Site, parse_hostport
 from clublist.dns import DNSPermanentError, DNSTemporaryError, Resolver
 from clublist.errors import ClublistError
 from clublist.outbound import reports, sender_refusals, signing, unsubscribe, verp
+from clublist.outbound.envelope import mail_from, rcpt
 from clublist.outbound.fairness import FairGate, Turn
-from clublist.outbound.rcpt import rcpt
 from clublist.state import queue
 from clublist.state.db import Writer, is_transient
 from clublist.state.queue import Delivery, Outcome, RetryPolicy
@@ -703,7 +703,7 @@ class DeliveryWorker:
             # A bounce then quotes only the headers and names the queue id: see bounces/matching.py.
             options += ["RET=HDRS", f"ENVID={first.queue_id}"]
         try:
-            await smtp.mail(sender, options=options)
+            await mail_from(smtp, sender, options)
         except aiosmtplib.SMTPSenderRefused as exc:  # before any recipient: never theirs to pay for
             refusal = sender_refusals.Refusal("MAIL FROM", host, exc.code, exc.message, sender)
             for delivery in batch:

@@ -1,4 +1,4 @@
-"""RCPT TO as the worker sends it: the plain address as it is, anything else through aiosmtplib."""
+"""MAIL FROM and RCPT TO as the worker sends them: plain addresses as they are, others by aiosmtplib."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import asyncio
 import aiosmtplib
 import pytest
 from aiosmtplib.email import quote_address
-from mta import Behaviour, RemoteMTA
+from mta import Behaviour, RemoteMTA, Transaction
 
 from clublist.club.model import is_plain_address
-from clublist.outbound.rcpt import rcpt
+from clublist.outbound.envelope import mail_from, rcpt
 
 PLAIN = [
     "anna@example.org",
@@ -77,3 +77,49 @@ def test_replies_are_read_as_aiosmtplib_reads_them() -> None:
         ('"anna berg"@example.org', None),
     ]
     assert seen == ["anna@example.org", *replies, '"anna berg"@example.org']
+
+
+def test_mail_from_is_sent_and_refused_as_aiosmtplib_would() -> None:
+    seen: list[tuple[str, list[str]]] = []
+    refusing = "bounces+refused@myclub.org"
+
+    def answer(sender: str) -> str | None:
+        return "553 5.7.1 sender rejected" if sender == refusing else None
+
+    async def main(port: int) -> list[tuple[str, int | None]]:
+        smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False)
+        await smtp.connect()
+        results: list[tuple[str, int | None]] = []
+        try:
+            await smtp.ehlo()
+            for sender in ["bounces+anna=example.org@myclub.org", refusing, "", '"odd sender"@myclub.org']:
+                try:
+                    await mail_from(smtp, sender, ["BODY=8BITMIME"])
+                    await rcpt(smtp, "anna@example.org")
+                    await smtp.data(b"Subject: hi\r\n\r\nHi.\r\n")
+                    results.append((sender, None))
+                except aiosmtplib.SMTPSenderRefused as exc:
+                    assert exc.sender == sender
+                    results.append((sender, exc.code))
+                    await smtp.rset()
+            await smtp.quit()
+        finally:
+            smtp.close()
+        return results
+
+    def delivered(transaction: Transaction) -> None:
+        seen.append((transaction.mail_from, transaction.mail_options))
+
+    with RemoteMTA(Behaviour(mail=answer, delivered=delivered)) as mta:
+        results = asyncio.run(main(mta.port))
+    assert results == [
+        ("bounces+anna=example.org@myclub.org", None),
+        (refusing, 553),
+        ("", None),
+        ('"odd sender"@myclub.org', None),
+    ]
+    assert seen == [
+        ("bounces+anna=example.org@myclub.org", ["BODY=8BITMIME"]),
+        ("<>", ["BODY=8BITMIME"]),
+        ('"odd sender"@myclub.org', ["BODY=8BITMIME"]),
+    ]

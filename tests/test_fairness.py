@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sqlite3
 import threading
 from collections.abc import Awaitable, Callable
@@ -530,3 +531,64 @@ def test_more_of_a_big_post_is_claimed_only_after_the_small_post_in_flight(
 
     asyncio.run(main())
     assert claims[:4] == [{"big"}, {"small"}, {"big"}, {"big"}], claims
+
+
+def test_a_smaller_limit_holds_back_slots_given_back_until_fewer_are_held() -> None:
+    async def main() -> None:
+        gate = FairGate(4)
+        for rank in range(3):
+            await asyncio.wait_for(gate.acquire(1, rank), 5)
+        await asyncio.wait_for(gate.acquire(2, 0), 5)
+        waiting = asyncio.ensure_future(gate.acquire(3, 0))
+        await until(lambda: gate.waiting(3) == [0])
+        gate.resize(2)
+        gate.release(1)
+        gate.release(1)  # two held now, the new limit: none for message 3
+        assert gate.waiting(3) == [0]
+        gate.release(2)
+        await asyncio.wait_for(waiting, 5)  # one held (message 1), so message 3 may take the second
+        assert (gate.holding(1), gate.holding(3)) == (1, 1)
+        gate.resize(3)
+        await asyncio.wait_for(gate.acquire(4, 0), 5)  # a larger limit hands out at once
+
+    asyncio.run(main())
+
+
+def test_a_reload_that_lowers_the_connection_limit_is_kept_by_the_next_post(tmp_path: Path) -> None:
+    """The worker sent through four connections; after a reconfigure to two, a 60-member post
+    (six transactions, each held in DATA until released) never has more than two open at once."""
+
+    async def main() -> HoldingSink:
+        sink = HoldingSink()
+        go = asyncio.Event()
+        sink.hold_data = lambda recipients: go
+        harness = through_sink(tmp_path, await sink.start(), connections=4)
+
+        async def body(worker: DeliveryWorker) -> None:
+            harness.enqueue(SMALL)
+            worker.wake()
+            await until(lambda: len(sink.held) == 1)  # the destination's gate exists, at four
+            go.set()
+            await until(lambda: set(harness.statuses().values()) == {"sent"})
+            go.clear()
+            worker.reconfigure(dataclasses.replace(worker.config, per_destination=2))
+            sink.most_open = sink.open  # what the pool keeps open from the first post
+            big = queue.require_message(
+                harness.conn, harness.enqueue([f"big{n:02d}@example.org" for n in range(60)])
+            )
+            worker.wake()
+            gate = worker._per_destination["smarthost"]
+            await until(lambda: len(sink.held) == 2 and gate.waiting(big) == [2, 3, 4, 5])
+            go.set()
+            await until(lambda: sink.count("DATA big") == 6)
+
+        try:
+            await run_worker(harness, body)
+        finally:
+            go.set()
+            await sink.stop()
+        assert set(harness.statuses().values()) == {"sent"}
+        return sink
+
+    sink = asyncio.run(main())
+    assert sink.most_open <= 2, sink.most_open

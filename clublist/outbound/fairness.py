@@ -50,6 +50,7 @@ class FairGate:
     """A semaphore shared by messages: small ones and low ranks first, the last slot not for the busiest."""
 
     def __init__(self, value: int) -> None:
+        self._size = value
         self._free = value
         self._reserve = 1 if value >= RESERVE_FROM else 0
         self._held: dict[int, int] = {}  # slots held, by message
@@ -67,6 +68,14 @@ class FairGate:
             yield
         finally:
             self.release(message)
+
+    def resize(self, value: int) -> None:
+        """A new limit (a reload changed the setting).  Smaller: slots held beyond it are not
+        handed out again when given back, until fewer than *value* are held."""
+        self._free += value - self._size
+        self._size = value
+        self._reserve = 1 if value >= RESERVE_FROM else 0
+        self._dispatch()
 
     def holding(self, message: int) -> int:
         """How many slots *message* holds now."""

@@ -323,8 +323,17 @@ class DeliveryWorker:
         self._wake.set()
 
     def reconfigure(self, config: DeliveryConfig) -> None:
-        self.config = config
+        """A reload's settings, the connection limits included: the gates take their new size at
+        once; transactions under way keep the room they took and give it back there."""
+        old, self.config = self.config, config
         self.pool.config = config
+        if config.concurrency != old.concurrency:
+            self._global.resize(config.concurrency)
+            self._storing_all = asyncio.Semaphore(2 * config.concurrency)
+        if config.per_destination != old.per_destination:
+            for gate in self._per_destination.values():
+                gate.resize(config.per_destination)
+            self._storing = {}
 
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver until *stop* is set; then let transactions in flight finish (see :meth:`drain`).
@@ -580,11 +589,11 @@ class DeliveryWorker:
         except BaseException:
             gate.release(message)
             raise
-        roomed, gone = 0, False
+        roomed, gone, all_room = 0, False, self._storing_all
         try:
             await room.acquire()
             roomed = 1
-            await self._storing_all.acquire()
+            await all_room.acquire()
             roomed = 2
             try:
                 try:
@@ -603,7 +612,7 @@ class DeliveryWorker:
                     outcomes.setdefault(delivery.id, _defer(delivery, "internal error in clublist", ""))
         except BaseException:
             if roomed == 2:
-                self._storing_all.release()
+                all_room.release()
             if roomed >= 1:
                 room.release()
             raise
@@ -614,7 +623,7 @@ class DeliveryWorker:
             if not gone:
                 await self._record(list(outcomes.values()), batch)
         finally:
-            self._storing_all.release()
+            all_room.release()
             room.release()
 
     async def _attempt(

@@ -6,7 +6,9 @@ a moment later waits for all of them.  :class:`FairGate` (one per destination, o
 worker's global limit) is a semaphore shared by messages, with these rules:
 
 - Small messages first, then by rank: the worker calls a message small when it has no more
-  recipients in flight than one transaction takes, and ranks each transaction by how many
+  recipients in flight than one grouped transaction takes (``max_recipients_per_transaction``),
+  with VERP too, where they are as many transactions (a few rounds of the connections: still
+  short beside a big post's hundreds), and ranks each transaction by how many
   of the same message came before it, so the first transaction of every message goes ahead
   of the 50th of another: posts interleave round-robin.
 - The last free slot never goes to the message holding the most slots.  Order alone is not

@@ -1,6 +1,7 @@
 """RFC 3464 delivery reports and notices, checked by parsing them back with the email package."""
 
 import email
+import email.message
 import email.policy
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -8,9 +9,16 @@ from email.utils import parsedate_to_datetime
 import pytest
 from flufl.bounce import all_failures
 
-from clublist.outbound.reports import FailedRecipient, delivery_report, notice, status_from_reply
+from clublist.outbound.reports import (
+    FailedRecipient,
+    delivery_report,
+    notice,
+    put_header,
+    status_from_reply,
+)
 
 ARRIVAL = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+POLICY = email.policy.SMTP.clone(cte_type="7bit")  # the notices' own
 ORIGINAL = (
     b"Received: from mail.gmail.com by lists.myclub.org\r\n"
     b"From: Anna <anna@gmail.com>\r\n"
@@ -252,3 +260,29 @@ def test_a_refusal_naming_authentication_says_which_record_to_fix(code, reply, r
     text = " ".join(content(next(parse(build([refused])).iter_parts())).split())
     assert "To fix: " in text and record in text.partition("To fix: ")[2]
     assert "To fix" not in " ".join(content(next(parse(build([failed()])).iter_parts())).split())
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("From", "Youth <bot@myclub.org>"),
+        ("From", '"Youth, U17" <bot@myclub.org>'),
+        ("To", "anna@gmail.com, Bob <bob@example.com>"),
+        ("Subject", "Welcome to the youth list"),
+        ("Subject", "Willkommen – Jugend"),
+        ("Subject", "A subject long enough to be folded by the policy when it is written out, twice over"),
+        ("Date", "Wed, 02 Dec 2026 03:55:00 +0000"),
+        ("Reply-To", "youth-request@myclub.org"),
+    ],
+)
+def test_a_header_put_as_it_is_writes_what_the_policy_writes(name: str, value: str) -> None:
+    fast, parsed = email.message.EmailMessage(policy=POLICY), email.message.EmailMessage(policy=POLICY)
+    put_header(fast, name, value)
+    parsed[name] = value
+    assert bytes(fast) == bytes(parsed)
+    assert str(fast[name]) == str(parsed[name])
+
+
+def test_a_header_with_a_line_break_is_refused_either_way() -> None:
+    with pytest.raises(ValueError):
+        put_header(email.message.EmailMessage(policy=POLICY), "Subject", "Hi\r\nBcc: x@example.org")

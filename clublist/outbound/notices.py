@@ -93,7 +93,7 @@ def queue_template(
         message_id_domain=club.site.domain,
     )
     if reply_to:
-        notice["Reply-To"] = reply_to
+        reports.put_header(notice, "Reply-To", reply_to)
     if message_id:
         notice.replace_header("Message-ID", message_id)
     return queue.enqueue(

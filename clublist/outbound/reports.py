@@ -164,13 +164,24 @@ def _new_message(
     auto_submitted: str,
 ) -> EmailMessage:
     message = EmailMessage(policy=_POLICY)
-    message["From"] = sender
-    message["To"] = to if isinstance(to, str) else ", ".join(to)
-    message["Subject"] = one_line(subject)
-    message["Date"] = format_datetime(datetime.now(UTC))
-    message["Message-ID"] = make_msgid(domain=message_id_domain)
-    message["Auto-Submitted"] = auto_submitted
+    put_header(message, "From", sender)
+    put_header(message, "To", to if isinstance(to, str) else ", ".join(to))
+    put_header(message, "Subject", one_line(subject))
+    put_header(message, "Date", format_datetime(datetime.now(UTC)))
+    put_header(message, "Message-ID", make_msgid(domain=message_id_domain))
+    put_header(message, "Auto-Submitted", auto_submitted)
     return message
+
+
+def put_header(message: EmailMessage, name: str, value: str) -> None:
+    """Add a header.  A value in plain ASCII on one short line is stored as it is (``set_raw``):
+    written out, it gives the same bytes without the header parser's cost, about 0.1 ms a
+    header (a member import queues a welcome for each new member).  Any other (encoded
+    words to make, a line to fold, a line break to refuse) goes through the policy."""
+    if value.isascii() and len(name) + len(value) < 76 and "\r" not in value and "\n" not in value:
+        message.set_raw(name, value)
+    else:
+        message[name] = value
 
 
 def _delivery_status(reporting_mta: str, arrival: datetime, failures: list[FailedRecipient]) -> MIMEPart:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -47,6 +48,52 @@ class JournalFormatter(logging.Formatter):
         return "\n".join(prefix + line for line in super().format(record).splitlines())
 
 
+class BatchedStreamHandler(logging.StreamHandler):
+    """A StreamHandler that writes the lines of one moment together.
+
+    With VERP the worker logs a line per recipient, a thousand a second; written one by one,
+    each line is a system call on the event loop, a fifth of its time in such a post.  A line
+    logged on a thread running an event loop waits at most FLUSH_DELAY and goes out in one
+    write with the others; a warning or worse, a line from any other thread and the flush at
+    exit write at once, the lines always in the order they were logged.  A SIGKILL loses at
+    most FLUSH_DELAY of lines.
+    """
+
+    FLUSH_DELAY = 0.02
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self._pending: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record) + self.terminator
+        except Exception:
+            self.handleError(record)
+            return
+        self._pending.append(line)  # Handler.handle holds self.lock around emit
+        if record.levelno >= logging.WARNING:
+            self.flush()
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()
+            return
+        if len(self._pending) == 1:
+            loop.call_later(self.FLUSH_DELAY, self.flush)
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            if self._pending:
+                text, self._pending = "".join(self._pending), []
+                try:
+                    self.stream.write(text)
+                except Exception:  # as StreamHandler.emit: a broken stream must not stop the daemon
+                    self.handleError(logging.makeLogRecord({"msg": text.rstrip()}))
+            super().flush()
+
+
 def configure_logging(log_format: str, verbose: bool) -> None:
     handler: logging.Handler
     if log_format == "auto" and os.environ.get("JOURNAL_STREAM") and not sys.stderr.isatty():
@@ -58,7 +105,7 @@ def configure_logging(log_format: str, verbose: bool) -> None:
 
         handler = RichHandler(show_path=False, rich_tracebacks=True)
     else:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = BatchedStreamHandler(sys.stderr)
         formats: dict[str, logging.Formatter] = {
             "json": JSONFormatter(),
             "journal": JournalFormatter(),

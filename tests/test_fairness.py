@@ -341,6 +341,23 @@ def through_sink(tmp_path: Path, port: int, connections: int = 4) -> Harness:
     return Harness(tmp_path, site)
 
 
+async def run_through(
+    harness: Harness,
+    sink: HoldingSink,
+    body: Callable[[DeliveryWorker], Awaitable[None]],
+    *gates: asyncio.Event,
+) -> None:
+    """:func:`run_worker` through *sink*; then, whatever happened, every gate opened and the sink
+    stopped, and every row must have ended sent."""
+    try:
+        await run_worker(harness, body)
+    finally:
+        for gate in gates:
+            gate.set()
+        await sink.stop()
+    assert set(harness.statuses().values()) == {"sent"}
+
+
 SMALL = ["small1@example.org", "small2@example.org", "small3@example.org"]
 
 
@@ -370,12 +387,7 @@ def test_a_small_post_starts_while_a_big_one_fills_the_other_connections(tmp_pat
             go.set()
             await until(lambda: sink.count("DATA big") == 6)
 
-        try:
-            await run_worker(harness, body)
-        finally:
-            go.set()
-            await sink.stop()
-        assert set(harness.statuses().values()) == {"sent"}
+        await run_through(harness, sink, body, go)
         return sink
 
     sink = asyncio.run(main())
@@ -408,13 +420,7 @@ def test_a_big_post_waits_between_recipients_while_a_small_one_is_sent(tmp_path:
             small_go.set()
             await until(lambda: sink.count("DATA") == 3)
 
-        try:
-            await run_worker(harness, body)
-        finally:
-            fifth_go.set()
-            small_go.set()
-            await sink.stop()
-        assert set(harness.statuses().values()) == {"sent"}
+        await run_through(harness, sink, body, fifth_go, small_go)
         return sink
 
     sink = asyncio.run(main())
@@ -469,11 +475,7 @@ def test_new_mail_is_claimed_before_more_of_a_post_in_flight(
             woken.append(lambda: loop.call_soon_threadsafe(worker.wake))  # before the first claim runs
             await until(lambda: sink.count("DATA") == 21)
 
-        try:
-            await run_worker(harness, body)
-        finally:
-            await sink.stop()
-        assert set(harness.statuses().values()) == {"sent"}
+        await run_through(harness, sink, body)
 
     asyncio.run(main())
     assert claims[:3] == [{"big"}, {"small"}, {"big"}], claims
@@ -521,13 +523,7 @@ def test_more_of_a_big_post_is_claimed_only_after_the_small_post_in_flight(
             big_go.set()
             await until(lambda: sink.count("DATA") == 7)
 
-        try:
-            await run_worker(harness, body)
-        finally:
-            big_go.set()
-            small_go.set()
-            await sink.stop()
-        assert set(harness.statuses().values()) == {"sent"}
+        await run_through(harness, sink, body, big_go, small_go)
 
     asyncio.run(main())
     assert claims[:4] == [{"big"}, {"small"}, {"big"}, {"big"}], claims
@@ -582,12 +578,7 @@ def test_a_reload_that_lowers_the_connection_limit_is_kept_by_the_next_post(tmp_
             go.set()
             await until(lambda: sink.count("DATA big") == 6)
 
-        try:
-            await run_worker(harness, body)
-        finally:
-            go.set()
-            await sink.stop()
-        assert set(harness.statuses().values()) == {"sent"}
+        await run_through(harness, sink, body, go)
         return sink
 
     sink = asyncio.run(main())

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import tomlkit
 
 from clublist.actions import Actor
 from clublist.actions.config import config_set
@@ -18,7 +19,8 @@ from clublist.actions.members import (
     member_remove,
     member_set,
 )
-from clublist.club.store import Store
+from clublist.club.model import Member
+from clublist.club.store import Store, render_member
 from clublist.errors import ClublistError, PermissionDenied
 
 
@@ -121,3 +123,35 @@ def test_an_alias_cannot_borrow_an_owners_or_the_administrators_rights(store: St
         member_add(store, admin, "bob@example.org", aliases=("Carol@Example.org",))
     member_add(store, admin, "carol@example.org", lists=("news",))  # the owner herself may join
     assert store.load().member("anna@example.org").aliases == ()
+
+
+@pytest.mark.parametrize(
+    "member",
+    [
+        Member(email="anna@example.org"),
+        Member(email="anna@example.org", name="Anna Berg", lists=("youth", "trainer")),
+        Member(
+            email="jörg@bücher.example",
+            name='Jörg "J" Müller \\ Sohn',
+            lists=("youth",),
+            aliases=("joerg@work.example",),
+            role="trainer",
+            delivery="disabled",
+            disabled_reason="bounces",
+            daily_limit=0,
+            moderated=True,
+            digest=("youth",),
+        ),
+        Member(email="o'brien@example.ie", name="Tab\there, line\nbreak"),
+    ],
+)
+def test_a_new_member_block_is_written_as_a_tomlkit_document_would_write_it(member: Member) -> None:
+    table = tomlkit.table()
+    for key, value in member.to_toml().items():
+        table[key] = value
+    array = tomlkit.aot()
+    array.append(table)
+    document = tomlkit.document()
+    document["member"] = array
+    assert render_member(member) == "\n" + tomlkit.dumps(document)
+    assert tomlkit.parse(render_member(member))["member"][0].unwrap() == member.to_toml()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 import aiosmtplib
 import pytest
@@ -39,6 +41,19 @@ def test_any_other_address_is_left_to_aiosmtplib(address: str) -> None:
     assert not is_plain_address(address)
 
 
+@contextlib.asynccontextmanager
+async def session(port: int) -> AsyncIterator[aiosmtplib.SMTP]:
+    """An EHLO'd aiosmtplib connection to the test server; QUIT and closed at the end."""
+    smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False)
+    await smtp.connect()
+    try:
+        await smtp.ehlo()
+        yield smtp
+        await smtp.quit()
+    finally:
+        smtp.close()
+
+
 def test_replies_are_read_as_aiosmtplib_reads_them() -> None:
     replies = {"gone@example.org": "550 5.1.1 no such user", "later@example.org": "451 4.7.1 greylisted"}
     replies["moved@example.org"] = "251 2.1.5 will forward"
@@ -49,11 +64,8 @@ def test_replies_are_read_as_aiosmtplib_reads_them() -> None:
         return replies.get(address)
 
     async def main(port: int) -> list[tuple[str, int | None]]:
-        smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False)
-        await smtp.connect()
         results: list[tuple[str, int | None]] = []
-        try:
-            await smtp.ehlo()
+        async with session(port) as smtp:
             await smtp.mail("bounces@myclub.org")
             for address in ["anna@example.org", *replies, '"anna berg"@example.org']:
                 try:
@@ -62,9 +74,6 @@ def test_replies_are_read_as_aiosmtplib_reads_them() -> None:
                 except aiosmtplib.SMTPRecipientRefused as exc:
                     assert exc.recipient == address
                     results.append((address, exc.code))
-            await smtp.quit()
-        finally:
-            smtp.close()
         return results
 
     with RemoteMTA(Behaviour(rcpt=answer)) as mta:
@@ -87,11 +96,8 @@ def test_mail_from_is_sent_and_refused_as_aiosmtplib_would() -> None:
         return "553 5.7.1 sender rejected" if sender == refusing else None
 
     async def main(port: int) -> list[tuple[str, int | None]]:
-        smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False)
-        await smtp.connect()
         results: list[tuple[str, int | None]] = []
-        try:
-            await smtp.ehlo()
+        async with session(port) as smtp:
             for sender in ["bounces+anna=example.org@myclub.org", refusing, "", '"odd sender"@myclub.org']:
                 try:
                     await mail_from(smtp, sender, ["BODY=8BITMIME"])
@@ -102,9 +108,6 @@ def test_mail_from_is_sent_and_refused_as_aiosmtplib_would() -> None:
                     assert exc.sender == sender
                     results.append((sender, exc.code))
                     await smtp.rset()
-            await smtp.quit()
-        finally:
-            smtp.close()
         return results
 
     def delivered(transaction: Transaction) -> None:

@@ -94,7 +94,7 @@ class BatchedStreamHandler(logging.StreamHandler):
             super().flush()
 
 
-def configure_logging(log_format: str, verbose: bool) -> None:
+def configure_logging(log_format: str, verbose: bool) -> logging.Handler:
     handler: logging.Handler
     if log_format == "auto" and os.environ.get("JOURNAL_STREAM") and not sys.stderr.isatty():
         log_format = "journal"  # under systemd: journalctl -p warning works
@@ -115,6 +115,7 @@ def configure_logging(log_format: str, verbose: bool) -> None:
     root = logging.getLogger("clublist")
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    return handler
 
 
 @click.command()
@@ -142,11 +143,14 @@ def run(app: App, listen: str | None, smarthost: str | None, log_format: str, ve
     from clublist import daemon
     from clublist.club.model import parse_hostport
 
-    configure_logging(log_format, verbose)
+    handler = configure_logging(log_format, verbose)
     overrides = daemon.Overrides(
         listen=parse_hostport(listen, 25, what="--listen") if listen else None,
         smarthost=":".join(map(str, parse_hostport(smarthost, 25, what="--smarthost")))
         if smarthost
         else None,
     )
-    daemon.run(app.directory, app.state_path, overrides)
+    try:
+        daemon.run(app.directory, app.state_path, overrides)
+    finally:
+        handler.flush()  # the loop's last lines before any error message about its end

@@ -109,6 +109,20 @@ def test_claim_skips_the_messages_named(conn: sqlite3.Connection) -> None:
     assert [(d.recipient, d.queue_id) for d in claimed] == [("c@example.org", wanted)]
 
 
+def test_claim_skips_thousands_of_messages_in_flight(conn: sqlite3.Connection) -> None:
+    """A hung smarthost leaves thousands of messages in flight; the claim still finds the new one."""
+    with state.transaction(conn):
+        queued = [
+            queue.enqueue(conn, kind="post", sender="", recipients=[f"m{n}@x.org"], content=b"x", now=NOW - 1)
+            for n in range(3000)
+        ]
+    ids = [queue.require_message(conn, queue_id) for queue_id in queued]
+    wanted = post(conn, ["new@example.org"])
+    with state.transaction(conn):
+        claimed = queue.claim(conn, NOW, limit=10, lease=600, skip_messages=frozenset(ids))
+    assert [(d.recipient, d.queue_id) for d in claimed] == [("new@example.org", wanted)]
+
+
 def test_record_settles_each_recipient_by_its_own_reply(conn: sqlite3.Connection) -> None:
     recipients = [f"m{n}@example.org" for n in range(6)]
     queue_id = post(conn, recipients)

@@ -388,10 +388,10 @@ class DeliveryWorker:
                 # loop waits for the interpreter lock at every socket call the small one makes.
                 await _wait_any([self._no_small.wait(), self._woken(), stopping.wait()], 300.0)
             elif self._in_flight >= MAX_IN_FLIGHT - CLAIM_BATCH and self._tasks:
-                waits = [asyncio.ensure_future(self._woken()), asyncio.ensure_future(stopping.wait())]
-                await asyncio.wait([*self._tasks, *waits], return_when=asyncio.FIRST_COMPLETED)
-                for waiting in waits:  # never the delivery tasks themselves
-                    waiting.cancel()
+                # Until a destination task ends (_task_done wakes the worker) or mail comes.  Not
+                # asyncio.wait on the tasks: while a server hangs they are thousands, and each
+                # pass would add and remove a callback on every one of them.
+                await _wait_any([self._woken(), stopping.wait()], 300.0)
             else:
                 break
         # Cleared just before the claim, not before the pass: mail queued while a claim runs

@@ -93,7 +93,9 @@ def test_every_field_survives_the_cache(cached: Store) -> None:
     plain = Member(email="bo@example.org", lists=("youth", "board"))
     source = cache.identity(cached.path(MEMBERS_FILE).stat())
     cache.write(cached.cache_dir, source, [everything, plain])
-    read = cache.read(cached.cache_dir, source)
+    registry = cache.read_registry(cached.cache_dir, source)
+    assert registry is not None
+    read = list(registry.members)
     assert read == [everything, plain]
     # Every field differs from its default in the first record, so none can be lost unseen.
     assert all(getattr(read[0], f.name) != f.default for f in dataclasses.fields(Member) if f.name != "email")

@@ -102,12 +102,6 @@ def _pack(columns: list[list[Any]]) -> list[Any]:
     return stored
 
 
-def read(cache_dir: Path, source: Identity) -> list[Member] | None:
-    """The cached records of the members.toml whose identity is *source*, or None."""
-    registry = read_registry(cache_dir, source)
-    return None if registry is None else list(registry.members)
-
-
 def write(cache_dir: Path, source: Identity, members: Registry | Sequence[Member]) -> None:
     """Keep *members* as the registry of the file with identity *source* (best effort).
 

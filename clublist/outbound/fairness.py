@@ -123,7 +123,8 @@ class FairGate:
             busiest = max(self._held.values(), default=0) if self._free <= self._reserve else None
             best: list[_Waiter] | None = None
             chosen = 0
-            for message, line in self._waiting.items():  # one line per message: a few at most
+            for message, line in self._waiting.items():  # a line per message waiting (while a server
+                # hangs, thousands, but then no slot is free and this loop does not run)
                 big = line[0][0]  # the line's best is small if any of its waiters is
                 if big and self._small_under_way:
                     continue

@@ -18,8 +18,10 @@ line: the next "reloaded lists.d" may still be the reset's.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +67,16 @@ class SharedDaemon:
 
     def stop(self) -> None:
         self.daemon.stop()
+
+    @classmethod
+    @contextlib.contextmanager
+    def running(cls, club_dir: Path, sink: RemoteMTA) -> Iterator[SharedDaemon]:
+        """:meth:`start`, and the daemon stopped when the module is done with it."""
+        shared = cls.start(club_dir, sink)
+        try:
+            yield shared
+        finally:
+            shared.stop()
 
     def reset(self) -> None:
         """Everything as before the first test, but the daemon still running."""

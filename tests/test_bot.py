@@ -80,11 +80,8 @@ def shared(tmp_path_factory: pytest.TempPathFactory, club_template: Path) -> Ite
             ("delivery.dns_port", dns_server.port),
         ]:
             config_set(store, Actor.shell(), key, value)
-        running = SharedDaemon.start(store.directory, sink)
-        try:
+        with SharedDaemon.running(store.directory, sink) as running:
             yield running
-        finally:
-            running.stop()
 
 
 @pytest.fixture

@@ -430,6 +430,41 @@ def test_a_big_post_waits_between_recipients_while_a_small_one_is_sent(tmp_path:
     assert sink.most_open <= 4, sink.most_open
 
 
+class SmallPostDuringTheFirstClaim:
+    """queue.claim patched so that the first claim queues a 3-member post in its own transaction
+    (committed with it) and wakes the running worker; what each claim took is recorded."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.claims: list[set[str]] = []  # what each claim took: "big", "small"
+        self.small: list[int] = []  # the small post's message
+        self._wake: Callable[[], None] = lambda: None
+        claim = queue.claim
+
+        def claim_and_meanwhile_queue(conn: sqlite3.Connection, now: float, **options: Any) -> list[Any]:
+            if not self.claims:
+                queue_id = queue.enqueue(
+                    conn,
+                    kind="post",
+                    sender="bounces@myclub.org",
+                    recipients=SMALL,
+                    content=MESSAGE,
+                    now=now,
+                    list_name="youth",
+                )
+                self.small.append(queue.require_message(conn, queue_id))
+                self._wake()
+            rows = claim(conn, now, **options)
+            self.claims.append({row.recipient.partition("@")[0].rstrip("0123456789") for row in rows})
+            return rows
+
+        monkeypatch.setattr(queue, "claim", claim_and_meanwhile_queue)
+
+    def wakes(self, worker: DeliveryWorker) -> None:
+        """The post queued wakes *worker* (from the state writer's thread); before its first claim runs."""
+        loop = asyncio.get_running_loop()
+        self._wake = lambda: loop.call_soon_threadsafe(worker.wake)
+
+
 def test_new_mail_is_claimed_before_more_of_a_post_in_flight(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -437,33 +472,7 @@ def test_new_mail_is_claimed_before_more_of_a_post_in_flight(
     first is taken by the second, ahead of the rest of the big one (whose older rows come first
     otherwise)."""
     monkeypatch.setattr(worker_module, "CLAIM_BATCH", 50)
-    claims: list[set[str]] = []  # what each claim took: "big", "small"
-    small: list[int] = []
-    woken: list[Callable[[], None]] = []  # wakes the running worker from the state writer's thread
-    claim = queue.claim
-
-    def claim_and_meanwhile_queue(conn: sqlite3.Connection, now: float, **options: Any) -> list[Any]:
-        if not claims:  # in the first claim's own transaction: committed with it
-            small.append(
-                queue.require_message(
-                    conn,
-                    queue.enqueue(
-                        conn,
-                        kind="post",
-                        sender="bounces@myclub.org",
-                        recipients=SMALL,
-                        content=MESSAGE,
-                        now=now,
-                        list_name="youth",
-                    ),
-                )
-            )
-            woken[0]()
-        rows = claim(conn, now, **options)
-        claims.append({row.recipient.partition("@")[0].rstrip("0123456789") for row in rows})
-        return rows
-
-    monkeypatch.setattr(queue, "claim", claim_and_meanwhile_queue)
+    during = SmallPostDuringTheFirstClaim(monkeypatch)
 
     async def main() -> None:
         sink = HoldingSink()
@@ -471,15 +480,14 @@ def test_new_mail_is_claimed_before_more_of_a_post_in_flight(
         harness.enqueue([f"big{n:03d}@example.org" for n in range(200)])
 
         async def body(worker: DeliveryWorker) -> None:
-            loop = asyncio.get_running_loop()
-            woken.append(lambda: loop.call_soon_threadsafe(worker.wake))  # before the first claim runs
+            during.wakes(worker)
             await until(lambda: sink.count("DATA") == 21)
 
         await run_through(harness, sink, body)
 
     asyncio.run(main())
-    assert claims[:3] == [{"big"}, {"small"}, {"big"}], claims
-    assert small
+    assert during.claims[:3] == [{"big"}, {"small"}, {"big"}], during.claims
+    assert during.small
 
 
 def test_more_of_a_big_post_is_claimed_only_after_the_small_post_in_flight(
@@ -490,21 +498,7 @@ def test_more_of_a_big_post_is_claimed_only_after_the_small_post_in_flight(
     takes more of the big one: a claim of thousands of rows would hold the interpreter lock
     that the small post's every socket call needs."""
     monkeypatch.setattr(worker_module, "CLAIM_BATCH", 20)
-    claims: list[set[str]] = []
-    woken: list[Callable[[], None]] = []
-    claim = queue.claim
-
-    def claim_and_meanwhile_queue(conn: sqlite3.Connection, now: float, **options: Any) -> list[Any]:
-        if not claims:
-            queue.enqueue(
-                conn, kind="post", sender="bounces@myclub.org", recipients=SMALL, content=MESSAGE, now=now
-            )
-            woken[0]()
-        rows = claim(conn, now, **options)
-        claims.append({row.recipient.partition("@")[0].rstrip("0123456789") for row in rows})
-        return rows
-
-    monkeypatch.setattr(queue, "claim", claim_and_meanwhile_queue)
+    during = SmallPostDuringTheFirstClaim(monkeypatch)
 
     async def main() -> None:
         sink = HoldingSink()
@@ -514,19 +508,18 @@ def test_more_of_a_big_post_is_claimed_only_after_the_small_post_in_flight(
         harness.enqueue([f"big{n:02d}@example.org" for n in range(60)])
 
         async def body(worker: DeliveryWorker) -> None:
-            loop = asyncio.get_running_loop()
-            woken.append(lambda: loop.call_soon_threadsafe(worker.wake))  # before the first claim runs
+            during.wakes(worker)
             await until(lambda: "DATA small1@example.org" in sink.held)
-            assert claims == [{"big"}, {"small"}], claims  # nothing more of the big post meanwhile
+            assert during.claims == [{"big"}, {"small"}], during.claims  # no more of the big one meanwhile
             small_go.set()
-            await until(lambda: len(claims) >= 3)
+            await until(lambda: len(during.claims) >= 3)
             big_go.set()
             await until(lambda: sink.count("DATA") == 7)
 
         await run_through(harness, sink, body, big_go, small_go)
 
     asyncio.run(main())
-    assert claims[:4] == [{"big"}, {"small"}, {"big"}, {"big"}], claims
+    assert during.claims[:4] == [{"big"}, {"small"}, {"big"}, {"big"}], during.claims
 
 
 def test_a_smaller_limit_holds_back_slots_given_back_until_fewer_are_held() -> None:

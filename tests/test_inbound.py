@@ -45,11 +45,8 @@ def shared(tmp_path_factory: pytest.TempPathFactory, club_template: Path) -> Ite
     directory = tmp_path_factory.mktemp("inbound") / "lists.d"
     populate(copy_club(club_template, directory))
     with RemoteMTA() as server:
-        running = SharedDaemon.start(directory, server)
-        try:
+        with SharedDaemon.running(directory, server) as running:
             yield running
-        finally:
-            running.stop()
 
 
 @pytest.fixture

@@ -44,9 +44,8 @@ def shared(tmp_path_factory: pytest.TempPathFactory, club_template: Path) -> Ite
     """One daemon for the module; each test starts with it reset (see shared_daemon)."""
     directory = tmp_path_factory.mktemp("inbound") / "lists.d"
     populate(copy_club(club_template, directory))
-    with RemoteMTA() as server:
-        with SharedDaemon.running(directory, server) as running:
-            yield running
+    with RemoteMTA() as server, SharedDaemon.running(directory, server) as running:
+        yield running
 
 
 @pytest.fixture
@@ -148,6 +147,23 @@ def test_relay_tricks_are_refused_at_rcpt(daemon: DaemonProcess, recipient: str)
         client.mail("anna@example.org")
         code, _text = client.rcpt(recipient)
     assert code in (550, 553)  # 553: aiosmtpd itself refuses what does not parse as an address
+
+
+@pytest.mark.parametrize(
+    ("path", "code"),
+    [
+        ("<anna@example.org>", 250),
+        ("<anna@example.org> (a comment)", 250),  # left to aiosmtpd's parser, which reads it
+        ("<" + "a" * 65 + "@example.org>", 553),  # read, then refused: over 64 characters before the @
+        ("<anna@example.org> SIZE=x", 501),  # what follows the path is still checked
+        ("<>", 250),  # the null sender, for bounces
+    ],
+)
+def test_mail_from_paths_are_read_as_aiosmtpd_reads_them(daemon: DaemonProcess, path: str, code: int) -> None:
+    with smtp(daemon) as client:
+        client.ehlo()
+        reply = client.docmd("MAIL", f"FROM:{path}")
+        assert reply[0] == code, reply
 
 
 def test_odd_case_reaches_the_list(daemon: DaemonProcess, sink: RemoteMTA) -> None:
